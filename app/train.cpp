@@ -1,0 +1,259 @@
+#include "app/train.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#if __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#include <c10/cuda/CUDACachingAllocator.h>
+#define ELMAN_HAVE_CUDA_ALLOCATOR 1
+#endif
+
+#include "app/checkpoint.h"
+#include "app/data.h"
+#include "app/log.h"
+#include "app/optim.h"
+#include "models/lm.h"
+
+namespace elman::app {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) { g_interrupted = true; }
+
+// bf16 autocast on CUDA for the scope; clears the cast cache when the outermost scope ends so the next
+// forward sees the updated fp32 weights.
+class Autocast {
+ public:
+  explicit Autocast(bool on) : on_(on) {
+    if (!on_) return;
+    prev_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~Autocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, prev_);
+  }
+
+ private:
+  bool on_, prev_ = false;
+};
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string hms(double s) {
+  const int64_t t = static_cast<int64_t>(s);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%ld:%02ld", static_cast<long>(t / 60), static_cast<long>(t % 60));
+  return buf;
+}
+
+double peak_memory_gib(const std::string& device) {
+#ifdef ELMAN_HAVE_CUDA_ALLOCATOR
+  if (device == "cuda") {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
+    return static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30);
+  }
+#endif
+  return 0;
+}
+
+// Next-byte loss over every eval window; returns mean loss (nats per byte).
+double evaluate(models::LM& model, const ByteData& data, int64_t batch, const torch::Device& dev, bool bf16) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const int64_t n = data.eval_windows();
+  double total = 0;
+  for (int64_t first = 0; first < n; first += batch) {
+    const int64_t count = std::min(batch, n - first);
+    auto b = data.eval_batch(first, count).to(dev).to(torch::kLong);
+    Autocast ac(bf16);
+    auto loss = model->loss(b.narrow(1, 0, b.size(1) - 1), b.narrow(1, 1, b.size(1) - 1));
+    total += loss.item<double>() * static_cast<double>(count);
+  }
+  model->train();
+  return total / static_cast<double>(n);
+}
+
+std::string model_summary(const Config& c) {
+  std::string s = "dim " + std::to_string(c.dim) + " depth " + std::to_string(c.depth);
+  if (c.expansion) {
+    std::ostringstream os;
+    os << c.expansion;
+    s += " expansion " + os.str();
+  }
+  if (c.heads) s += " heads " + std::to_string(c.heads);
+  if (c.nstate) s += " nstate " + std::to_string(c.nstate);
+  return s;
+}
+
+}  // namespace
+
+Result train(const Command& cmd) {
+  const bool resuming = !cmd.resume_dir.empty();
+  Config cfg = cmd.config;
+  if (resuming) {
+    cfg = Config();
+    apply_yaml_file(cfg, cmd.resume_dir + "/config.yaml");
+  }
+  models::ModelConfig mcfg = resolve(cfg);
+  const torch::Device dev = cfg.device == "cuda" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  const bool bf16 = cfg.precision == "bf16";
+
+  ByteData data(cfg.data, cfg.chunk, cfg.eval_bytes);  // validates the data file before any output
+
+  // Run directory.
+  std::string run_dir = cmd.resume_dir;
+  if (!resuming) {
+    const std::string base = cfg.out + "/" + (cfg.name.empty() ? cfg.model + "-" + now_string("%Y%m%d-%H%M%S") : cfg.name);
+    run_dir = base;
+    for (int k = 2; fs::exists(run_dir); ++k) {
+      if (!cfg.name.empty()) throw UsageError("run directory '" + run_dir + "' exists: choose another --name, or --resume it");
+      run_dir = base + "-" + std::to_string(k);
+    }
+    fs::create_directories(run_dir);
+    std::ofstream(run_dir + "/config.yaml") << config_yaml(cfg);
+  } else if (!fs::exists(run_dir + "/checkpoint.pt")) {
+    throw UsageError("cannot resume '" + run_dir + "': it has no checkpoint.pt");
+  }
+
+  torch::manual_seed(static_cast<uint64_t>(cfg.seed));
+  models::LM model(mcfg);
+  model->to(dev);
+  model->train();
+  const auto params = model->parameters();
+  AdamW opt(params, cfg.beta1, cfg.beta2, cfg.weight_decay);
+  Progress pr;
+  if (resuming) {
+    try {
+      pr = load_checkpoint(run_dir + "/checkpoint.pt", params, opt);
+    } catch (const std::exception& e) {
+      throw UsageError(std::string("cannot resume '") + run_dir + "': " + e.what());
+    }
+  }
+
+  Result res;
+  res.model = cfg.model, res.config = model_summary(cfg), res.params = model->num_params();
+  res.impl = cfg.impl, res.precision = cfg.precision, res.device = cfg.device, res.gpu = gpu_name(cfg.device);
+  res.libtorch = libtorch_version(), res.commit = git_commit(), res.run_dir = run_dir;
+
+  log::info(log::format("%s %s: %ld parameters, impl %s, %s on %s", resuming ? "resuming" : "training",
+                        cfg.model.c_str(), static_cast<long>(res.params), cfg.impl.c_str(), cfg.precision.c_str(),
+                        res.gpu.c_str()));
+  std::printf("config (%s/config.yaml):\n%s", run_dir.c_str(), config_table(cfg).c_str());
+  log::info(log::format("data %s: %ld bytes (%ld train, %ld eval)", cfg.data.c_str(), static_cast<long>(data.size()),
+                        static_cast<long>(data.train_size()), static_cast<long>(data.eval_size())));
+  if (resuming) log::info(log::format("resumed at step %ld (%s of training done)", static_cast<long>(pr.step), hms(pr.train_s).c_str()));
+  std::fflush(stdout);
+
+  std::ofstream metrics(run_dir + "/metrics.jsonl", std::ios::app);
+  const std::string ckpt_path = run_dir + "/checkpoint.pt";
+  const int64_t tokens_per_step = cfg.batch * cfg.chunk;
+  auto progress_of = [&](const Progress& p) {
+    double f = 0;
+    if (cfg.time_s > 0) f = std::max(f, p.train_s / cfg.time_s);
+    if (cfg.steps > 0) f = std::max(f, static_cast<double>(p.step) / static_cast<double>(cfg.steps));
+    return f;
+  };
+
+  g_interrupted = false;
+  auto prev_handler = std::signal(SIGINT, on_sigint);
+  auto last_ckpt = Clock::now();
+  int64_t log_tokens = 0;
+  double log_s = 0;
+  std::string stop_reason = "ok";
+  bool diverged = false, first_step = true;  // the first step of a process warms up: not timed
+
+  while (true) {
+    if (progress_of(pr) >= 1.0) break;
+    if (cfg.stop_at_step > 0 && pr.step >= cfg.stop_at_step) { stop_reason = "stopped at step " + std::to_string(pr.step); break; }
+    if (g_interrupted) { stop_reason = "interrupted"; break; }
+
+    const auto t0 = Clock::now();
+    // ---- TRAIN STEP ------------------------------------------------------------------------------
+    auto batch = data.train_batch(static_cast<uint64_t>(cfg.seed), pr.step, cfg.batch);
+    if (dev.is_cuda()) batch = batch.pin_memory();
+    batch = batch.to(dev, /*non_blocking=*/true).to(torch::kLong);
+    torch::Tensor loss;
+    {
+      Autocast ac(bf16);
+      loss = model->loss(batch.narrow(1, 0, cfg.chunk), batch.narrow(1, 1, cfg.chunk));
+    }
+    loss.backward();
+    auto gnorm = clip_grad_norm(params, cfg.grad_clip);
+    auto host = torch::stack({loss.detach().to(torch::kFloat), gnorm.to(torch::kFloat)}).cpu();  // one sync
+    const float loss_v = host[0].item<float>(), gnorm_v = host[1].item<float>();
+    if (!std::isfinite(loss_v) || !std::isfinite(gnorm_v)) {
+      opt.zero_grad();
+      stop_reason = std::string("diverged: non-finite ") + (std::isfinite(loss_v) ? "grad norm" : "loss") +
+                    " at step " + std::to_string(pr.step);
+      diverged = true;
+      break;
+    }
+    const double lr = lr_at(cfg.lr, pr.step, cfg.warmup, progress_of(pr));
+    opt.step(lr);
+    opt.zero_grad();
+    if (dev.is_cuda()) torch::cuda::synchronize();
+    // ---- end TRAIN STEP --------------------------------------------------------------------------
+    const double dt = seconds_since(t0);
+    pr.train_s += dt;
+    pr.tokens += tokens_per_step;
+    if (!first_step) pr.timed_s += dt, pr.timed_tokens += tokens_per_step;
+    first_step = false;
+    pr.losses.push_back(loss_v);
+    ++pr.step;
+    log_tokens += tokens_per_step, log_s += dt;
+
+    metrics << "{\"step\": " << pr.step << ", \"loss\": " << loss_v << ", \"lr\": " << lr << ", \"grad_norm\": " << gnorm_v
+            << ", \"step_ms\": " << dt * 1e3 << ", \"train_s\": " << pr.train_s << "}\n";
+    if (pr.step % cfg.log_every == 0 || pr.step == 1) {
+      const double remaining = cfg.time_s > 0 ? std::max(0.0, cfg.time_s - pr.train_s) : 0.0;
+      log::info(log::format("step %6ld | loss %.4f | lr %.2e | gnorm %.2f | %.1f ms | %.1fK tok/s | %s / %s",
+                            static_cast<long>(pr.step), loss_v, lr, gnorm_v, dt * 1e3,
+                            log_tokens / std::max(log_s, 1e-9) / 1e3, hms(pr.train_s).c_str(),
+                            cfg.time_s > 0 ? hms(pr.train_s + remaining).c_str()
+                                           : (std::to_string(cfg.steps) + " steps").c_str()));
+      log_tokens = 0, log_s = 0;
+    }
+    if (cfg.checkpoint_every_s > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_every_s) {
+      metrics.flush();
+      save_checkpoint(ckpt_path, params, opt, pr);
+      last_ckpt = Clock::now();
+      log::info(log::format("checkpoint written at step %ld", static_cast<long>(pr.step)));
+    }
+  }
+  std::signal(SIGINT, prev_handler);
+
+  // A diverged state is not checkpointed: the last good checkpoint (if any) stays as it was.
+  if (!diverged && pr.step > 0) save_checkpoint(ckpt_path, params, opt, pr);
+  if (!diverged && cfg.eval_bytes > 0 && stop_reason == "ok") {
+    res.eval_loss = evaluate(model, data, cfg.batch, dev, bf16);
+    res.eval_bpb = res.eval_loss / std::log(2.0);
+    metrics << "{\"step\": " << pr.step << ", \"eval_loss\": " << res.eval_loss << ", \"eval_bpb\": " << res.eval_bpb << "}\n";
+  }
+  metrics.flush();
+
+  const size_t n = pr.losses.size(), k = std::min<size_t>(n, 100);
+  res.last100 = k ? std::accumulate(pr.losses.end() - k, pr.losses.end(), 0.0) / static_cast<double>(k) : -1;
+  res.steps = pr.step, res.tokens = pr.tokens, res.wall_s = pr.train_s;
+  res.tok_s = pr.timed_s > 0 ? static_cast<double>(pr.timed_tokens) / pr.timed_s : 0;
+  res.peak_mem_gib = peak_memory_gib(cfg.device);
+  res.status = stop_reason;
+  res.date = now_string("%Y-%m-%d %H:%M");
+  write_result(res, cfg.out);
+  if (diverged) log::error(cfg.model + ": " + stop_reason + " (results row written; last good checkpoint kept)");
+  return res;
+}
+
+}  // namespace elman::app

@@ -1,0 +1,25 @@
+// The architecture part of a run's configuration, as the model registry and the mixers see it.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+
+#include "ops/common/impl.h"
+
+namespace elman::models {
+
+constexpr int64_t kVocab = 256;  // raw bytes
+
+struct ModelConfig {
+  std::string name;        // registry name, e.g. "e61", "llama"
+  int64_t dim = 0;         // residual width
+  int64_t depth = 0;       // number of blocks
+  double expansion = 0;    // d_inner = dim * expansion (cells that use it)
+  int64_t heads = 0;       // attention / multi-head cells
+  int64_t nstate = 0;      // matrix-state cells
+  ops::Impl impl = ops::Impl::Reference;  // recurrent cells: our CUDA kernel or the LibTorch reference
+  torch::TensorOptions build = torch::TensorOptions().dtype(torch::kFloat);  // where parameters are made
+};
+
+}  // namespace elman::models

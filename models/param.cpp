@@ -1,0 +1,29 @@
+#include "models/param.h"
+
+#include <cmath>
+
+namespace elman::models {
+
+torch::Tensor make_param(torch::nn::Module& m, const std::string& name, torch::IntArrayRef shape, Init init,
+                         const torch::TensorOptions& opts, int64_t xavier_blocks, double value) {
+  auto t = torch::empty(shape, opts);
+  if (!t.is_meta()) {
+    torch::NoGradGuard no_grad;
+    switch (init) {
+      case Init::Xavier: {
+        TORCH_CHECK(t.dim() == 2 && t.size(0) % xavier_blocks == 0, "xavier init needs a 2-D weight");
+        const int64_t rows = t.size(0) / xavier_blocks;
+        const double bound = std::sqrt(6.0 / static_cast<double>(rows + t.size(1)));
+        t.uniform_(-bound, bound);
+        break;
+      }
+      case Init::Normal002: t.normal_(0.0, 0.02); break;
+      case Init::Ones: t.fill_(1.0); break;
+      case Init::Zeros: t.zero_(); break;
+      case Init::Constant: t.fill_(value); break;
+    }
+  }
+  return m.register_parameter(name, t);
+}
+
+}  // namespace elman::models

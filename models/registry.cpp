@@ -1,0 +1,74 @@
+#include "models/registry.h"
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include "models/lm.h"
+#include "models/mixers/e61.h"
+#include "models/mixers/llama.h"
+
+namespace elman::models {
+namespace {
+template <typename M>
+MixerPtr make(const ModelConfig& c) {
+  return std::make_shared<M>(c);
+}
+ModelConfig defaults(int64_t dim, int64_t depth, double expansion = 0, int64_t heads = 0, int64_t nstate = 0) {
+  ModelConfig c;
+  c.dim = dim, c.depth = depth, c.expansion = expansion, c.heads = heads, c.nstate = nstate;
+  return c;
+}
+}  // namespace
+
+const std::vector<ModelSpec>& all_models() {
+  static const std::vector<ModelSpec> models = {
+      // name    description                                         mixer                 mlp            defaults                uses        kernel
+      {"e61", "E61 decay-gated Elman (spec 2.5)", make<E61Mixer>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"llama", "Llama transformer: RoPE attention + SwiGLU (spec 2.22)", make<LlamaAttention>, make<SwiGLU>, defaults(640, 20), kHeads, false},
+  };
+  return models;
+}
+
+const ModelSpec& find_model(const std::string& name) {
+  for (const auto& m : all_models())
+    if (m.name == name) return m;
+  throw std::invalid_argument("unknown model '" + name + "' (valid models: " + model_names() + ")");
+}
+
+std::string model_names() {
+  std::string s;
+  for (const auto& m : all_models()) s += (s.empty() ? "" : ", ") + m.name;
+  return s;
+}
+
+int64_t count_params(ModelConfig cfg) {
+  cfg.build = torch::TensorOptions().dtype(torch::kFloat).device(torch::kMeta);
+  try {
+    return LM(cfg)->num_params();
+  } catch (const c10::Error& e) {
+    throw std::invalid_argument(e.what_without_backtrace());
+  }
+}
+
+int64_t dim_for_params(ModelConfig cfg, int64_t target) {
+  int64_t best_dim = 0, best_count = 0;
+  for (int64_t dim = 128; dim <= 8192; dim += 128) {
+    cfg.dim = dim;
+    int64_t n = 0;
+    try {
+      n = count_params(cfg);
+    } catch (const std::invalid_argument&) {
+      continue;  // this width is not valid for the model (e.g. heads do not divide it)
+    }
+    if (best_dim == 0 || std::llabs(n - target) < std::llabs(best_count - target)) best_dim = dim, best_count = n;
+    if (n > 2 * target) break;
+  }
+  if (best_dim == 0 || std::llabs(best_count - target) > target / 4)
+    throw std::invalid_argument("no width for model '" + cfg.name + "' at depth " + std::to_string(cfg.depth) +
+                                " comes within 25% of " + std::to_string(target) +
+                                " parameters (closest: " + std::to_string(best_count) +
+                                "); change --params or --depth");
+  return best_dim;
+}
+
+}  // namespace elman::models

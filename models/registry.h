@@ -1,0 +1,38 @@
+// Model registry: one line per model in registry.cpp maps a name to its mixer factory, its defaults
+// and the options it takes. Unknown names fail with the list of valid names.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "models/mixer.h"
+#include "models/model_config.h"
+
+namespace elman::models {
+
+// Bit flags for the model options a model takes besides dim and depth.
+enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4 };
+
+struct ModelSpec {
+  std::string name;
+  std::string description;
+  std::function<MixerPtr(const ModelConfig&)> mixer;  // the block's mixer
+  std::function<MixerPtr(const ModelConfig&)> mlp;    // optional second sub-block (Llama's SwiGLU)
+  ModelConfig defaults;                               // dim, depth, expansion, heads, nstate
+  unsigned uses = 0;                                  // Uses flags
+  bool recurrent_kernel = false;                      // has a CUDA kernel / reference choice
+};
+
+const std::vector<ModelSpec>& all_models();
+const ModelSpec& find_model(const std::string& name);  // throws std::invalid_argument listing valid names
+std::string model_names();                             // "e61, llama"
+
+// Exact parameter count of a model, computed by building it on the meta device (no memory, no init).
+// Throws std::invalid_argument when the configuration is not buildable (e.g. dim not divisible by heads).
+int64_t count_params(ModelConfig cfg);
+
+// The dim (a multiple of 128, at most 8192) whose exact parameter count at cfg.depth is closest to
+// `target`. Throws std::invalid_argument if none is within 25% of the target.
+int64_t dim_for_params(ModelConfig cfg, int64_t target);
+
+}  // namespace elman::models

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Throughput of the full training step (forward, backward, clip, AdamW) at 100M, batch 32 x 512,
+# bf16 autocast with fp32 master weights, for each model, side by side in one run; with
+# --torch, also our plain-PyTorch Llama (scripts/bench_torch_llama.py), eager and torch.compile.
+# tok/s excludes the first (warm-up) step. Needs a CUDA GPU and a build (scripts/setup.sh).
+# Usage: scripts/bench.sh [--torch] [--steps N] [MODEL ...]   (default models: llama e61)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${ELMAN_BUILD_DIR:-$root/build}"
+steps=50 torch=0 models=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --torch) torch=1 ;;
+    --steps) steps="$2"; shift ;;
+    *) models+=("$1") ;;
+  esac
+  shift
+done
+[ ${#models[@]} -gt 0 ] || models=(llama e61)
+data="$root/data/default_corpus.bin"
+[ -s "$data" ] || "$root/scripts/prepare_corpus.sh" "$data"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+rows=()
+for m in "${models[@]}"; do
+  "$build/elman-train" --model "$m" --params 100m --steps "$steps" --warmup 5 --batch 32 --chunk 512 \
+    --eval-bytes 0 --device cuda --data "$data" --out "$out" --name "$m" --log-every 10 >"$out/$m.log" 2>&1 ||
+    { cat "$out/$m.log"; exit 1; }
+  rows+=("$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['model']}\t{r['params']}\t{r['impl']}\t{r['tok_s']:.0f}\t{r['peak_mem_gib']:.1f}\")" "$out/$m/results.json")")
+done
+if [ "$torch" = 1 ]; then
+  for mode in "" --compile; do
+    line="$(python3 "$root/scripts/bench_torch_llama.py" --steps "$steps" $mode | tail -n 1)"
+    name="$(echo "$line" | awk '{print $1}')"
+    params="$(echo "$line" | sed -n 's/.*params=\([0-9,]*\).*/\1/p' | tr -d ,)"
+    toks="$(echo "$line" | sed -n 's/.*tok\/s=\([0-9.]*\).*/\1/p')"
+    rows+=("$(printf '%s\t%s\tpytorch\t%.0f\t-' "$name" "$params" "$toks")")
+  done
+fi
+gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)"
+echo "training-step throughput, batch 32 x 512, bf16 autocast, $steps steps, $gpu"
+printf '%-20s %12s %12s %12s %8s\n' model params impl tok/s memGiB
+for r in "${rows[@]}"; do IFS=$'\t' read -r a b c d e <<<"$r"; printf '%-20s %12s %12s %12s %8s\n' "$a" "$b" "$c" "$d" "$e"; done

@@ -1,0 +1,160 @@
+// Configuration: durations, YAML defaults under flags, strict keys, model resolution and exact sizes.
+#include <filesystem>
+
+#include "app/config.h"
+#include "models/registry.h"
+#include "tests/support/catch.h"
+#include "tests/support/run.h"
+
+using namespace elman;
+using app::UsageError;
+
+namespace {
+app::Command parse(std::vector<std::string> args) {
+  std::vector<const char*> argv{"elman-train"};
+  for (auto& a : args) argv.push_back(a.c_str());
+  return app::parse_command_line(static_cast<int>(argv.size()), argv.data());
+}
+
+// Runs `f`, requires a UsageError whose one-line message contains `needle`.
+template <typename F>
+void require_usage_error(F&& f, const std::string& needle) {
+  try {
+    f();
+    FAIL("expected a UsageError containing '" << needle << "'");
+  } catch (const UsageError& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find(needle) != std::string::npos);
+    CHECK(msg.find('\n') == std::string::npos);
+  }
+}
+}  // namespace
+
+TEST_CASE("durations and counts parse in the documented forms", "[config]") {
+  CHECK(app::parse_duration("600") == 600);
+  CHECK(app::parse_duration("600s") == 600);
+  CHECK(app::parse_duration("10m") == 600);
+  CHECK(app::parse_duration("1.5h") == 5400);
+  require_usage_error([] { app::parse_duration("ten"); }, "invalid duration 'ten'");
+  require_usage_error([] { app::parse_duration("-5m"); }, "invalid duration");
+  CHECK(app::parse_count("100m") == 100000000);
+  CHECK(app::parse_count("1.5b") == 1500000000);
+  require_usage_error([] { app::parse_count("lots"); }, "invalid size 'lots'");
+}
+
+TEST_CASE("YAML gives defaults and flags override them", "[config]") {
+  const auto dir = test::scratch_dir("yaml");
+  test::write_file(dir + "/c.yaml", "model: llama\nlr: 0.001\ntime: 2m\nbatch: 8\n");
+  auto cmd = parse({"--config", dir + "/c.yaml", "--lr", "0.002"});
+  CHECK(cmd.config.model == "llama");
+  CHECK(cmd.config.lr == 0.002);
+  CHECK(cmd.config.time_s == 120);
+  CHECK(cmd.config.batch == 8);
+  CHECK(cmd.config.chunk == 512);
+}
+
+TEST_CASE("bad configuration gives a one-line error naming the fix", "[config]") {
+  const auto dir = test::scratch_dir("badcfg");
+  test::write_file(dir + "/unknown.yaml", "model: e61\nlearning_rate: 0.1\n");
+  test::write_file(dir + "/broken.yaml", "model: [e61\nlr: 0.1\n");
+  test::write_file(dir + "/list.yaml", "- model\n- e61\n");
+  require_usage_error([&] { parse({"--config", dir + "/unknown.yaml"}); }, "unknown key 'learning_rate'");
+  require_usage_error([&] { parse({"--config", dir + "/broken.yaml"}); }, "is not valid YAML");
+  require_usage_error([&] { parse({"--config", dir + "/list.yaml"}); }, "must be a mapping");
+  require_usage_error([&] { parse({"--config", dir + "/missing.yaml"}); }, "cannot read config file");
+  require_usage_error([] { parse({"--learning-rate", "0.1"}); }, "learning-rate");
+  require_usage_error([] { parse({"--dim", "wide"}); }, "invalid value 'wide' for --dim");
+  require_usage_error([] { parse({"extra"}); }, "unexpected argument 'extra'");
+}
+
+TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[config]") {
+  auto resolve = [](std::vector<std::string> args) {
+    args.insert(args.end(), {"--steps", "1", "--device", "cpu"});
+    auto cmd = parse(args);
+    return app::resolve(cmd.config);
+  };
+  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e61, llama");
+  require_usage_error([&] { resolve({"--model", "llama", "--dim", "100"}); }, "multiple of");
+  require_usage_error([&] { resolve({"--model", "llama", "--expansion", "2"}); }, "does not take --expansion");
+  require_usage_error([&] { resolve({"--model", "e61", "--nstate", "32"}); }, "does not take --nstate");
+  require_usage_error([&] { resolve({"--model", "e61", "--params", "50g"}); }, "no width");
+  require_usage_error([&] { resolve({"--model", "e61", "--params", "100m", "--dim", "640"}); }, "either --dim or --params");
+  require_usage_error([&] { resolve({"--model", "e61", "--impl", "kernel"}); }, "--impl kernel");
+  require_usage_error([&] { resolve({"--model", "e61", "--precision", "bf16"}); }, "needs --device cuda");
+  require_usage_error([] {
+    auto cmd = parse({"--model", "e61", "--device", "cpu"});
+    app::resolve(cmd.config);
+  }, "no budget");
+}
+
+TEST_CASE("exact parameter counts of the 100M configurations", "[config]") {
+  models::ModelConfig e61 = models::find_model("e61").defaults;
+  e61.name = "e61";
+  CHECK(models::count_params(e61) == 98532480);  // spec section 4
+  models::ModelConfig llama = models::find_model("llama").defaults;
+  llama.name = "llama";
+  // 256*640 + 20*(4*640^2 + 3*640*1792 + 2*640) + 640: the spec's 101,783,680 less its double norms.
+  CHECK(models::count_params(llama) == 101770880);
+}
+
+TEST_CASE("a 100m target picks the width from the exact count", "[config]") {
+  for (const char* model : {"e61", "llama"}) {
+    auto cmd = parse({"--model", model, "--params", "100m", "--steps", "1", "--device", "cpu"});
+    app::resolve(cmd.config);
+    INFO(model);
+    CHECK(cmd.config.dim == 640);
+    CHECK(cmd.config.depth == 20);
+  }
+  auto cmd = parse({"--model", "e61", "--params", "100m", "--depth", "10", "--steps", "1", "--device", "cpu"});
+  app::resolve(cmd.config);
+  CHECK(cmd.config.dim == 896);  // depth 10 needs a wider model for the same count
+}
+
+TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[config]") {
+  const std::vector<std::pair<std::string, int64_t>> expected = {{"e61-100m.yaml", 98532480}, {"llama-100m.yaml", 101770880}};
+  for (const auto& [file, params] : expected) {
+    app::Config c;
+    app::apply_yaml_file(c, std::string(ELMAN_SOURCE_DIR) + "/configs/" + file);
+    c.device = "cpu";
+    auto m = app::resolve(c);
+    INFO(file);
+    CHECK(models::count_params(m) == params);
+  }
+}
+
+TEST_CASE("the saved config reloads to the same resolved config", "[config]") {
+  auto cmd = parse({"--model", "llama", "--params", "100m", "--time", "90s", "--device", "cpu"});
+  app::resolve(cmd.config);
+  const auto dir = test::scratch_dir("reload");
+  test::write_file(dir + "/config.yaml", app::config_yaml(cmd.config));
+  app::Config again;
+  app::apply_yaml_file(again, dir + "/config.yaml");
+  app::resolve(again);
+  CHECK(app::config_yaml(again) == app::config_yaml(cmd.config));
+}
+
+TEST_CASE("the executable reports bad input in one line with exit status 2", "[config][cli]") {
+  const auto dir = test::scratch_dir("cli");
+  test::write_file(dir + "/empty.bin", "");
+  test::write_file(dir + "/tiny.bin", std::string(300, 'a'));
+  test::write_file(dir + "/bad.yaml", "model: e61\n  lr: [\n");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--data", dir + "/missing.bin"}, "cannot open data file"},
+      {{"--data", dir + "/empty.bin"}, "too small: 0 bytes"},
+      {{"--data", dir + "/tiny.bin"}, "too small: 300 bytes"},
+      {{"--config", dir + "/bad.yaml"}, "not valid YAML"},
+      {{"--model", "nope"}, "unknown model 'nope'"},
+      {{"--model", "llama", "--dim", "96", "--heads", "5"}, "multiple of the head count"},
+  };
+  for (const auto& [args, needle] : cases) {
+    auto a = args;
+    a.insert(a.end(), {"--steps", "2", "--device", "cpu", "--out", dir + "/runs"});
+    const auto r = test::run_train_exe(a);
+    INFO(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(r.output.find(needle) != std::string::npos);
+    CHECK(r.output.rfind("elman-train: error: ", 0) == 0);
+    CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+  }
+}
