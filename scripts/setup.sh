@@ -52,7 +52,9 @@ say "LibTorch $torch_version from $prefix"
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+  # CMAKE_POLICY_VERSION_MINIMUM lets CMake 4 read package configs written for older CMake.
+  cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
+    -DCMAKE_POLICY_VERSION_MINIMUM=3.5 >/dev/null
 fi
 cmake --build "$build" -j "$(nproc)"
 say "built $build/elman-train and $build/elman-tests"
