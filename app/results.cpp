@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -100,6 +101,7 @@ std::string gpu_name(const std::string& device) {
 std::string libtorch_version() { return TORCH_VERSION; }
 
 std::string git_commit() {
+  if (const char* env = std::getenv("ELMAN_COMMIT"); env && *env) return env;  // trees copied without .git
   const std::string dir = ELMAN_SOURCE_DIR;
   std::string hash = run_command("git -C '" + dir + "' rev-parse --short HEAD 2>/dev/null");
   if (hash.empty()) return "unknown";

@@ -21,7 +21,7 @@ struct Result {
 // Environment facts for the result row.
 std::string gpu_name(const std::string& device);
 std::string libtorch_version();
-std::string git_commit();  // short hash of the source tree, "+dirty" if it has uncommitted changes
+std::string git_commit();  // $ELMAN_COMMIT, else the source tree's short hash ("+dirty" if changed)
 std::string now_string(const char* fmt);  // local time via strftime
 
 std::string result_json(const Result& r);
