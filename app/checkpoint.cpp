@@ -15,7 +15,7 @@ std::vector<torch::Tensor> rng_states() {
 }
 }  // namespace
 
-// Layout: [counters(int64), times(f64), losses(f32), n_rng, rng..., params..., optimizer state...]
+// Layout: [counters(int64), times(f64), losses(f32), n_rng, rng..., model tensors..., optimizer state...]
 void save_checkpoint(const std::string& path, const std::vector<torch::Tensor>& params, const AdamW& opt,
                      const Progress& pr) {
   std::vector<torch::Tensor> list;
@@ -41,7 +41,7 @@ Progress load_checkpoint(const std::string& path, const std::vector<torch::Tenso
   pr.step = list[0][1].item<int64_t>(), pr.tokens = list[0][2].item<int64_t>();
   pr.timed_tokens = list[0][3].item<int64_t>();
   if (list[0][4].item<int64_t>() != static_cast<int64_t>(params.size()))
-    throw std::runtime_error("checkpoint '" + path + "' has a different number of parameters than the model");
+    throw std::runtime_error("checkpoint '" + path + "' has a different number of model tensors than the model");
   pr.train_s = list[1][0].item<double>(), pr.timed_s = list[1][1].item<double>();
   auto losses = list[2].contiguous();
   pr.losses.assign(losses.data_ptr<float>(), losses.data_ptr<float>() + losses.numel());
@@ -49,7 +49,8 @@ Progress load_checkpoint(const std::string& path, const std::vector<torch::Tenso
   const auto n_rng = list[i++].item<int64_t>();
   std::vector<torch::Tensor> rng(list.begin() + i, list.begin() + i + n_rng);
   i += n_rng;
-  if (list.size() != i + params.size() * 4) throw std::runtime_error("checkpoint '" + path + "' does not match the model");
+  if (list.size() != i + params.size() + opt.state().size())
+    throw std::runtime_error("checkpoint '" + path + "' does not match the model");
   {
     torch::NoGradGuard no_grad;
     for (const auto& p : params) {

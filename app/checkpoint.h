@@ -19,10 +19,11 @@ struct Progress {
   std::vector<float> losses;  // per-step training loss
 };
 
+// `params` are the model's tensors to keep: its parameters, then its buffers (e.g. spectral-norm vectors).
 void save_checkpoint(const std::string& path, const std::vector<torch::Tensor>& params, const AdamW& opt,
                      const Progress& progress);
-// Restores parameters and optimizer in place; throws std::runtime_error if the checkpoint does not
-// match the model.
+// Restores the model tensors and the optimizer in place; throws std::runtime_error if the checkpoint
+// does not match the model.
 Progress load_checkpoint(const std::string& path, const std::vector<torch::Tensor>& params, AdamW& opt);
 
 }  // namespace elman::app

@@ -133,11 +133,13 @@ Result train(const Command& cmd) {
   model->to(dev);
   model->train();
   const auto params = model->parameters();
+  auto model_tensors = params;  // what a checkpoint keeps: parameters, then buffers
+  for (const auto& b : model->buffers()) model_tensors.push_back(b);
   AdamW opt(params, cfg.beta1, cfg.beta2, cfg.weight_decay);
   Progress pr;
   if (resuming) {
     try {
-      pr = load_checkpoint(run_dir + "/checkpoint.pt", params, opt);
+      pr = load_checkpoint(run_dir + "/checkpoint.pt", model_tensors, opt);
     } catch (const std::exception& e) {
       throw UsageError(std::string("cannot resume '") + run_dir + "': " + e.what());
     }
@@ -228,7 +230,7 @@ Result train(const Command& cmd) {
     }
     if (cfg.checkpoint_every_s > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_every_s) {
       metrics.flush();
-      save_checkpoint(ckpt_path, params, opt, pr);
+      save_checkpoint(ckpt_path, model_tensors, opt, pr);
       last_ckpt = Clock::now();
       log::info(log::format("checkpoint written at step %ld", static_cast<long>(pr.step)));
     }
@@ -236,7 +238,7 @@ Result train(const Command& cmd) {
   std::signal(SIGINT, prev_handler);
 
   // A diverged state is not checkpointed: the last good checkpoint (if any) stays as it was.
-  if (!diverged && pr.step > 0) save_checkpoint(ckpt_path, params, opt, pr);
+  if (!diverged && pr.step > 0) save_checkpoint(ckpt_path, model_tensors, opt, pr);
   if (!diverged && cfg.eval_bytes > 0 && stop_reason == "ok") {
     res.eval_loss = evaluate(model, data, cfg.batch, dev, bf16);
     res.eval_bpb = res.eval_loss / std::log(2.0);

@@ -13,10 +13,11 @@ torch::Tensor make_param(torch::nn::Module& m, const std::string& name, torch::I
       case Init::Xavier: {
         TORCH_CHECK(t.dim() == 2 && t.size(0) % xavier_blocks == 0, "xavier init needs a 2-D weight");
         const int64_t rows = t.size(0) / xavier_blocks;
-        const double bound = std::sqrt(6.0 / static_cast<double>(rows + t.size(1)));
+        const double bound = value * std::sqrt(6.0 / static_cast<double>(rows + t.size(1)));
         t.uniform_(-bound, bound);
         break;
       }
+      case Init::Orthogonal: torch::nn::init::orthogonal_(t, value); break;
       case Init::Normal002: t.normal_(0.0, 0.02); break;
       case Init::Ones: t.fill_(1.0); break;
       case Init::Zeros: t.zero_(); break;

@@ -4,7 +4,7 @@
 #include <stdexcept>
 
 #include "models/lm.h"
-#include "models/mixers/e61.h"
+#include "models/mixers/gated_diag.h"
 #include "models/mixers/llama.h"
 
 namespace elman::models {
@@ -23,7 +23,12 @@ ModelConfig defaults(int64_t dim, int64_t depth, double expansion = 0, int64_t h
 const std::vector<ModelSpec>& all_models() {
   static const std::vector<ModelSpec> models = {
       // name    description                                         mixer                 mlp            defaults                uses        kernel
-      {"e61", "E61 decay-gated Elman (spec 2.5)", make<E61Mixer>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e61", "E61 decay-gated Elman (spec 2.5)", make_gated_diag<ops::DiagCell::E61>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e62", "E62 selective-write Elman (spec 2.6)", make_gated_diag<ops::DiagCell::E62>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e64", "E64 additive-h Elman (spec 2.9)", make_gated_diag<ops::DiagCell::E64>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e65", "E65 diagonal-h Elman (spec 2.10)", make_gated_diag<ops::DiagCell::E65>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e67", "E67 h-gated Elman (spec 2.12)", make_gated_diag<ops::DiagCell::E67>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e68", "E68 self-gating Elman (spec 2.13)", make_gated_diag<ops::DiagCell::E68>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"llama", "Llama transformer: RoPE attention + SwiGLU (spec 2.22)", make<LlamaAttention>, make<SwiGLU>, defaults(640, 20), kHeads, false},
   };
   return models;

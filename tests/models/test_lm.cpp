@@ -1,24 +1,26 @@
 // The LM scaffold with each mixer: shapes, initial loss, causality, kernel vs reference at equal weights.
 #include "models/lm.h"
+#include "models/registry.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
 
 using namespace elman;
 
 namespace {
-models::ModelConfig tiny(const std::string& name, ops::Impl impl = ops::Impl::Reference) {
-  models::ModelConfig c;
-  c.name = name, c.dim = 64, c.depth = 2, c.impl = impl;
-  if (name == "e61") c.expansion = 1.5;
-  if (name == "llama") c.heads = 4;
+models::ModelConfig tiny(const models::ModelSpec& spec, ops::Impl impl = ops::Impl::Reference) {
+  models::ModelConfig c = spec.defaults;
+  c.name = spec.name, c.dim = 64, c.depth = 2, c.impl = impl;
+  if (spec.uses & models::kExpansion) c.expansion = 1.5;
+  if (spec.uses & models::kHeads) c.heads = 4;
   return c;
 }
 }  // namespace
 
 TEST_CASE("a fresh LM predicts bytes near uniformly", "[lm]") {
-  for (const char* name : {"e61", "llama"}) {
+  for (const auto& spec : models::all_models()) {
+    const auto& name = spec.name;
     torch::manual_seed(1);
-    models::LM lm(tiny(name));
+    models::LM lm(tiny(spec));
     auto tokens = torch::randint(0, 256, {2, 33}, torch::kLong);
     auto logits = lm->forward(tokens);
     CHECK(logits.sizes() == torch::IntArrayRef({2, 33, 256}));
@@ -29,9 +31,10 @@ TEST_CASE("a fresh LM predicts bytes near uniformly", "[lm]") {
 }
 
 TEST_CASE("every model is causal: later bytes do not change earlier logits", "[lm]") {
-  for (const char* name : {"e61", "llama"}) {
+  for (const auto& spec : models::all_models()) {
+    const auto& name = spec.name;
     torch::manual_seed(2);
-    models::LM lm(tiny(name));
+    models::LM lm(tiny(spec));
     auto a = torch::randint(0, 256, {1, 40}, torch::kLong);
     auto b = a.clone();
     b.narrow(1, 25, 15).random_(0, 256);
@@ -42,18 +45,23 @@ TEST_CASE("every model is causal: later bytes do not change earlier logits", "[l
   }
 }
 
-TEST_CASE("E61 LM: kernel and reference agree at identical weights", "[lm][gpu]") {
+TEST_CASE("every kernel LM agrees with its reference LM at identical weights", "[lm][gpu]") {
   REQUIRE(torch::cuda::is_available());
-  torch::manual_seed(3);
-  models::LM ref(tiny("e61", ops::Impl::Reference));
-  torch::manual_seed(3);
-  models::LM ker(tiny("e61", ops::Impl::Kernel));
-  ref->to(torch::kCUDA), ker->to(torch::kCUDA);
-  auto tokens = torch::randint(0, 256, {3, 65}, torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA));
-  auto lr = ref->loss(tokens.narrow(1, 0, 64), tokens.narrow(1, 1, 64));
-  auto lk = ker->loss(tokens.narrow(1, 0, 64), tokens.narrow(1, 1, 64));
-  lr.backward(), lk.backward();
-  test::expect_close("loss", lr, lk, 1e-5);
-  auto pr = ref->named_parameters(), pk = ker->named_parameters();
-  for (const auto& item : pr) test::expect_close("grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
+  for (const auto& spec : models::all_models()) {
+    if (!spec.recurrent_kernel) continue;
+    std::printf("%s\n", spec.name.c_str());
+    torch::manual_seed(3);
+    models::LM ref(tiny(spec, ops::Impl::Reference));
+    torch::manual_seed(3);
+    models::LM ker(tiny(spec, ops::Impl::Kernel));
+    ref->to(torch::kCUDA), ker->to(torch::kCUDA);
+    auto tokens = torch::randint(0, 256, {3, 65}, torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA));
+    auto lr = ref->loss(tokens.narrow(1, 0, 64), tokens.narrow(1, 1, 64));
+    auto lk = ker->loss(tokens.narrow(1, 0, 64), tokens.narrow(1, 1, 64));
+    lr.backward(), lk.backward();
+    test::expect_close(spec.name + " loss", lr, lk, 1e-5);
+    auto pr = ref->named_parameters(), pk = ker->named_parameters();
+    for (const auto& item : pr)
+      test::expect_close(spec.name + " grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
+  }
 }
