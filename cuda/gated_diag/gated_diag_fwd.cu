@@ -7,7 +7,7 @@
  * One thread owns one (b, d) channel and walks all T in one launch with h in an fp32 register. Loads for
  * the next kSteps time steps are issued before the recurrence consumes them, so memory latency overlaps
  * the sequential chain. Saved for backward: the fp32 state history h_hist.
- * Numerics: fp32 arithmetic; proj and y in float32 or bfloat16.
+ * Numerics: fp32 arithmetic with precise expf/tanhf; proj and y in float32 or bfloat16.
  */
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
