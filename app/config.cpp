@@ -123,48 +123,35 @@ std::string option_keys() {
 
 }  // namespace
 
-double parse_duration(const std::string& s) {
-  const std::string err = "invalid duration '" + s + "' for --time: use e.g. 600, 600s, 10m or 1.5h";
-  if (s.empty()) throw UsageError(err);
+namespace {
+// A non-negative number with an optional unit suffix (a character -> scale); -1 when malformed.
+double parse_with_suffix(const std::string& s, const std::vector<std::pair<char, double>>& units) {
+  if (s.empty()) return -1;
   double scale = 1;
   std::string num = s;
-  switch (s.back()) {
-    case 's': num.pop_back(); break;
-    case 'm': scale = 60, num.pop_back(); break;
-    case 'h': scale = 3600, num.pop_back(); break;
-    default: break;
-  }
+  for (const auto& [suffix, unit] : units)
+    if (s.back() == suffix) scale = unit, num.pop_back();
   size_t pos = 0;
   double v = -1;
   try {
     v = std::stod(num, &pos);
   } catch (const std::exception&) {
-    pos = 0;
+    return -1;
   }
-  if (pos == 0 || pos != num.size() || !std::isfinite(v) || v < 0) throw UsageError(err);
-  return v * scale;
+  return pos == num.size() && std::isfinite(v) && v >= 0 ? v * scale : -1;
+}
+}  // namespace
+
+double parse_duration(const std::string& s) {
+  const double v = parse_with_suffix(s, {{'s', 1}, {'m', 60}, {'h', 3600}});
+  if (v < 0) throw UsageError("invalid duration '" + s + "' for --time: use e.g. 600, 600s, 10m or 1.5h");
+  return v;
 }
 
 int64_t parse_count(const std::string& s) {
-  const std::string err = "invalid size '" + s + "' for --params: use e.g. 100m, 1.5b or 95000000";
-  if (s.empty()) throw UsageError(err);
-  double scale = 1;
-  std::string num = s;
-  switch (s.back()) {
-    case 'k': case 'K': scale = 1e3, num.pop_back(); break;
-    case 'm': case 'M': scale = 1e6, num.pop_back(); break;
-    case 'b': case 'B': case 'g': case 'G': scale = 1e9, num.pop_back(); break;
-    default: break;
-  }
-  size_t pos = 0;
-  double v = -1;
-  try {
-    v = std::stod(num, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  if (pos == 0 || pos != num.size() || !std::isfinite(v) || v <= 0 || v * scale > 1e13) throw UsageError(err);
-  return static_cast<int64_t>(std::llround(v * scale));
+  const double v = parse_with_suffix(s, {{'k', 1e3}, {'K', 1e3}, {'m', 1e6}, {'M', 1e6}, {'b', 1e9}, {'B', 1e9}, {'g', 1e9}, {'G', 1e9}});
+  if (!(v > 0) || v > 1e13) throw UsageError("invalid size '" + s + "' for --params: use e.g. 100m, 1.5b or 95000000");
+  return static_cast<int64_t>(std::llround(v));
 }
 
 void apply_yaml_file(Config& c, const std::string& path) {
