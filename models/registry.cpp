@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "models/lm.h"
+#include "models/mixers/dense_elman.h"
 #include "models/mixers/gated_diag.h"
 #include "models/mixers/llama.h"
 
@@ -23,10 +24,15 @@ ModelConfig defaults(int64_t dim, int64_t depth, double expansion = 0, int64_t h
 const std::vector<ModelSpec>& all_models() {
   static const std::vector<ModelSpec> models = {
       // name    description                                         mixer                 mlp            defaults                uses        kernel
+      {"e1", "E1 gated Elman, spectral-norm W_h (spec 2.2)", make_dense_elman<DenseCell::E1>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e42", "E42 linear tied self-gated Elman (spec 2.3)", make_dense_elman<DenseCell::E42>, nullptr, defaults(768, 20, 2.0), kExpansion, true},
+      {"e56", "E56 concat Elman (spec 2.4)", make_dense_elman<DenseCell::E56>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e61", "E61 decay-gated Elman (spec 2.5)", make_gated_diag<ops::DiagCell::E61>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e62", "E62 selective-write Elman (spec 2.6)", make_gated_diag<ops::DiagCell::E62>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e63", "E63 nonlinear delta Elman (spec 2.7)", make_dense_elman<DenseCell::E63>, nullptr, defaults(512, 20, 2.0), kExpansion, true},
       {"e64", "E64 additive-h Elman (spec 2.9)", make_gated_diag<ops::DiagCell::E64>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e65", "E65 diagonal-h Elman (spec 2.10)", make_gated_diag<ops::DiagCell::E65>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e66", "E66 low-rank-h Elman, rank max(D/4, 16) (spec 2.11)", make_dense_elman<DenseCell::E66>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e67", "E67 h-gated Elman (spec 2.12)", make_gated_diag<ops::DiagCell::E67>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e68", "E68 self-gating Elman (spec 2.13)", make_gated_diag<ops::DiagCell::E68>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"llama", "Llama transformer: RoPE attention + SwiGLU (spec 2.22)", make<LlamaAttention>, make<SwiGLU>, defaults(640, 20), kHeads, false},

@@ -74,7 +74,7 @@ TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[con
     auto cmd = parse(args);
     return app::resolve(cmd.config);
   };
-  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e61, e62, e64, e65, e67, e68, llama");
+  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, llama");
   require_usage_error([&] { resolve({"--model", "llama", "--dim", "100"}); }, "multiple of");
   require_usage_error([&] { resolve({"--model", "llama", "--expansion", "2"}); }, "does not take --expansion");
   require_usage_error([&] { resolve({"--model", "e61", "--nstate", "32"}); }, "does not take --nstate");
@@ -114,6 +114,8 @@ TEST_CASE("a 100m target picks the width from the exact count", "[config]") {
 TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[config]") {
   // Exact counts from spec section 4 (Llama: our single-norm block, see above).
   const std::vector<std::pair<std::string, int64_t>> expected = {
+      {"e1-100m.yaml", 114890880}, {"e42-100m.yaml", 94615296}, {"e56-100m.yaml", 114890880},
+      {"e63-100m.yaml", 84068864}, {"e66-100m.yaml", 114916480},
       {"e61-100m.yaml", 98532480}, {"e62-100m.yaml", 98532480}, {"e64-100m.yaml", 98532480},
       {"e65-100m.yaml", 98558080}, {"e67-100m.yaml", 98558080}, {"e68-100m.yaml", 98583680},
       {"llama-100m.yaml", 101770880}};

@@ -1,0 +1,227 @@
+// Device pieces shared by the dense Elman forward and backward kernels: the block-wide matrix-vector
+// product over a batch tile, the pointwise math, and the cooperative launch that picks the rows per block.
+//
+// Both kernels have the same shape: block g owns R consecutive rows of a D x D fp32 matrix M (forward: W,
+// backward: W^T) resident in shared memory, and each step computes out[b, r] = sum_k M[g*R + r, k] v[b, k]
+// for every batch row b, where v [B, Dp] (the previous state, or the current dz) was written by all blocks
+// during the previous step and is read back from L2 after a grid-wide sync.
+//
+// Thread layout of block_matvec (kThreads = 512 threads = 16 warps):
+//   * warps split k in steps of kKStep = 16 columns (warp w takes steps w, w + 16, ...);
+//   * inside a warp, lane = kq + 4 * bi: kq (0..3) picks 4 consecutive k of the step, bi (0..7) the batch
+//     rows bi, bi + 8, bi + 16, bi + 24 of the 32-row tile. Each lane keeps an R x 4 register tile of sums.
+//   Per k step a lane loads 4 x 4 elements of v (global, L1 bypassed: the buffer is rewritten during the
+//   launch) and R float4 of M (shared; the 8 lanes with the same kq read the same address and the 4 kq
+//   groups 64 contiguous bytes, so each load is one conflict-free wavefront), and does 16 R FMAs: per warp
+//   and k step R shared wavefronts (1 per clock per SM) against 16 R FMA instructions (4 per clock per SM),
+//   so shared memory is never the limit; in SASS (sm_90a, R = 10) FFMA is 79% of the loop's instructions.
+//   The next step's v is loaded before the current one is used (two register buffers in ping-pong: 64 B in
+//   flight per lane, 32 KB per SM, about the L2 latency-bandwidth product of one SM).
+//   Partial sums are reduced over kq by two halving shuffle rounds (3 R shuffles per lane), then every lane
+//   writes R sums for one batch row into red[warp][b][r]; the caller sums the 16 warps after __syncthreads.
+#pragma once
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/util/BFloat16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <utility>
+
+#include "cuda/common/cuda_check.h"
+
+namespace elman::cuda::dense {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kKStep = 16;  // k columns per warp step: 4 lane groups x 4 consecutive k
+constexpr int kBTile = 32;  // batch rows per tile: 8 lane groups x 4 rows per lane
+constexpr int kMaxRows = 16;
+using RowChoices = std::integer_sequence<int, 2, 4, 8, 10, 12, 16>;  // R candidates, smallest first
+
+enum : int { kTanh = 0, kLinear = 1, kGatedTanh = 2 };
+
+// Row pitch of the reduction buffer: odd, so that lanes writing different batch rows hit different banks.
+__host__ __device__ constexpr int red_pitch(int R) { return R | 1; }
+
+inline int64_t padded_width(int64_t D) { return (D + kKStep - 1) / kKStep * kKStep; }
+
+// Dynamic shared memory: the matrix slice [R][Dp], the reduction buffer [kWarps][kBTile][red_pitch(R)] and the
+// per-row carried state [B][R] (forward: h_{t-1} in fp32; backward: the gate term g alpha), all fp32.
+inline size_t smem_bytes(int R, int64_t Dp, int64_t B) {
+  return sizeof(float) * (static_cast<size_t>(R) * Dp + static_cast<size_t>(kWarps) * kBTile * red_pitch(R) +
+                          static_cast<size_t>(R) * B);
+}
+
+// Four consecutive elements of the broadcast vector as fp32, read through L2 only (ld.global.cg): blocks
+// rewrite the buffer every other step, so a line cached in L1 from two steps ago would be stale.
+__device__ __forceinline__ float4 load4_cg(const float* p) { return __ldcg(reinterpret_cast<const float4*>(p)); }
+__device__ __forceinline__ float4 load4_cg(const c10::BFloat16* p) {
+  const uint2 u = __ldcg(reinterpret_cast<const uint2*>(p));
+  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                     __uint_as_float(u.y & 0xffff0000u));
+}
+
+__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
+
+// tanh to ~1e-7 relative whatever the compiler flags (--use_fast_math turns tanhf into tanh.approx.f32,
+// ~5e-4 relative): an odd polynomial near 0, where 1 - e^{-2|x|} would cancel, and (1 - e)/(1 + e) elsewhere.
+__device__ __forceinline__ float tanh_f(float x) {
+  const float ax = fabsf(x);
+  if (ax < 0.125f) {
+    const float x2 = x * x;  // x - x^3/3 + 2x^5/15 - 17x^7/315; the next term is < 2e-10 here
+    return x * fmaf(x2, fmaf(x2, fmaf(x2, -17.f / 315.f, 2.f / 15.f), -1.f / 3.f), 1.f);
+  }
+  const float e = __expf(-2.f * ax);
+  return copysignf(__fdividef(1.f - e, 1.f + e), x);
+}
+
+// Fills the shared slice with rows row0 .. row0 + R - 1 of src (fp32 [D,D], global), zero for rows or
+// columns >= D. Layout: for each k step ks, the R rows' 16 columns lie together,
+// M[(ks * R + r) * 16 + kk] = src[row0 + r][ks * 16 + kk], so the R loads of a step use immediate offsets.
+template <int R>
+__device__ __forceinline__ void load_slice(float* __restrict__ M, const float* __restrict__ src, int row0, int D,
+                                           int Dp) {
+  for (int i = threadIdx.x; i < R * Dp; i += kThreads) {
+    const int ks = i / (R * kKStep), rem = i - ks * (R * kKStep);
+    const int r = rem / kKStep, k = ks * kKStep + (rem - r * kKStep), row = row0 + r;
+    M[i] = (row < D && k < D) ? src[static_cast<int64_t>(row) * D + k] : 0.f;
+  }
+}
+
+template <int R>
+__device__ __forceinline__ void fma_step(float (&acc)[R][4], const float* __restrict__ Mk, const float4 (&x)[4]) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float4 m = *reinterpret_cast<const float4*>(Mk + r * kKStep);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      acc[r][u] = fmaf(m.x, x[u].x, acc[r][u]);
+      acc[r][u] = fmaf(m.y, x[u].y, acc[r][u]);
+      acc[r][u] = fmaf(m.z, x[u].z, acc[r][u]);
+      acc[r][u] = fmaf(m.w, x[u].w, acc[r][u]);
+    }
+  }
+}
+
+// red[w][bl][r] = warp w's share of sum_k M[r, k] v[b0 + bl, k] for the batch tile [b0, b0 + 32). M: the
+// shared slice (load_slice layout); v: global [B][Dp], zero beyond D. Rows b0 + bl >= B compute a copy of
+// row B-1 (so no load is predicated on B) and must be ignored by the caller. Every warp writes its slots
+// (zeros when it has no k step), so the caller sums all kWarps after __syncthreads().
+template <int R, typename VT>
+__device__ __forceinline__ void block_matvec(const float* __restrict__ M, int Dp, const VT* __restrict__ v, int B,
+                                             int b0, float* __restrict__ red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int kq = lane & 3, bi = lane >> 2;
+  const int nks = Dp / kKStep;
+  float acc[R][4];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc[r][u] = 0.f;
+  const VT* vp[4];  // this lane's 4 consecutive k of its batch rows bi + 8u, at k step 0
+#pragma unroll
+  for (int u = 0; u < 4; ++u) vp[u] = v + (static_cast<int64_t>(min(b0 + bi + 8 * u, B - 1)) * Dp + kq * 4);
+  const float* Mq = M + kq * 4;
+  constexpr int kStride = kWarps * kKStep;  // elements between a warp's consecutive k steps
+  // Two register buffers in ping-pong: the loads of the next k step are in flight while this one is used.
+  float4 xa[4], xb[4];
+  int ks = warp, off = warp * kKStep;
+  if (ks < nks) {
+#pragma unroll
+    for (int u = 0; u < 4; ++u) xa[u] = load4_cg(vp[u] + off);
+  }
+  while (ks < nks) {
+    if (ks + kWarps < nks) {
+#pragma unroll
+      for (int u = 0; u < 4; ++u) xb[u] = load4_cg(vp[u] + off + kStride);
+    }
+    fma_step<R>(acc, Mq + ks * (R * kKStep), xa);
+    ks += kWarps, off += kStride;
+    if (ks >= nks) break;
+    if (ks + kWarps < nks) {
+#pragma unroll
+      for (int u = 0; u < 4; ++u) xa[u] = load4_cg(vp[u] + off + kStride);
+    }
+    fma_step<R>(acc, Mq + ks * (R * kKStep), xb);
+    ks += kWarps, off += kStride;
+  }
+  // Sum over the 4 kq lanes by halving. Round 1 (lane ^ 1): kq bit 0 clear keeps u = 0, 1, set keeps u = 2, 3,
+  // each sending the pair it drops. Round 2 (lane ^ 2): bit 1 clear keeps the first of its pair, set the second.
+  constexpr unsigned kAll = 0xffffffffu;
+  const bool hi1 = (kq & 1) != 0, hi2 = (kq & 2) != 0;
+  float s1[R][2];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const float send = hi1 ? acc[r][i] : acc[r][2 + i];
+      const float keep = hi1 ? acc[r][2 + i] : acc[r][i];
+      s1[r][i] = keep + __shfl_xor_sync(kAll, send, 1);
+    }
+  const int u_mine = (hi1 ? 2 : 0) + (hi2 ? 1 : 0);
+  float* dst = red + (warp * kBTile + bi + 8 * u_mine) * red_pitch(R);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float send = hi2 ? s1[r][0] : s1[r][1];
+    const float keep = hi2 ? s1[r][1] : s1[r][0];
+    dst[r] = keep + __shfl_xor_sync(kAll, send, 2);
+  }
+}
+
+// Sum of the kWarps partial sums of output (batch row bl of the tile, row r).
+template <int R>
+__device__ __forceinline__ float reduce_warps(const float* __restrict__ red, int bl, int r) {
+  float s = 0.f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) s += red[(w * kBTile + bl) * red_pitch(R) + r];
+  return s;
+}
+
+// ELMAN_DENSE_ROWS=R (one of RowChoices) forces the rows per block, for benchmarking the trade-off between
+// fewer blocks (less L2 traffic for the per-step broadcast) and more blocks (less FMA work per SM).
+inline int forced_rows() {
+  static const int rows = [] {
+    const char* env = std::getenv("ELMAN_DENSE_ROWS");
+    return env ? std::atoi(env) : 0;
+  }();
+  return rows;
+}
+
+// Launches `kernel(params)` cooperatively on ceil(D / R) blocks of kThreads with `smem` bytes of dynamic
+// shared memory, or returns false (launching nothing) when the slice does not fit in shared memory, the
+// grid is not co-resident on this device, or ELMAN_DENSE_ROWS asks for another R.
+inline bool try_cooperative_launch(const void* kernel, int R, int64_t D, size_t smem, void* params,
+                                   cudaStream_t stream) {
+  if (forced_rows() > 0 && R != forced_rows()) return false;
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  const int64_t grid = (D + R - 1) / R;
+  // 512-thread blocks of >= 64 registers: at most 2 per SM; skip the occupancy query for hopeless R.
+  if (grid > 2 * static_cast<int64_t>(prop->multiProcessorCount)) return false;
+  if (smem > prop->sharedMemPerBlockOptin) return false;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+  if (grid > static_cast<int64_t>(per_sm) * prop->multiProcessorCount) return false;
+  void* args[] = {params};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), args, smem,
+                                             stream));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
+// The error when no R fits: the largest D this device can run (fp32 slice in shared memory, one block per SM).
+[[noreturn]] inline void fail_too_large(const char* name, int64_t B, int64_t D) {
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  TORCH_CHECK(prop->cooperativeLaunch, name, ": this device does not support cooperative launches");
+  TORCH_CHECK(false, name, ": D=", D, " with B=", B,
+              " does not fit the persistent kernel on this GPU: each of at most ",
+              prop->multiProcessorCount, " co-resident blocks keeps up to ", kMaxRows,
+              " rows of W (fp32) in shared memory (", prop->sharedMemPerBlockOptin,
+              " bytes per block), so D can be at most about ", kMaxRows * prop->multiProcessorCount,
+              " (less for large B); use the reference implementation for this size",
+              forced_rows() > 0 ? " (ELMAN_DENSE_ROWS is set and restricts the choice)" : "");
+  __builtin_unreachable();
+}
+
+}  // namespace elman::cuda::dense

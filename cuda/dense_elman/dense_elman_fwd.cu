@@ -1,0 +1,196 @@
+/* Dense Elman recurrence, forward: one persistent cooperative launch walks all T.
+ *
+ *   z_t = pre_t + W h_{t-1}        (W h)[j] = sum_k W[j,k] h[k]
+ *   Tanh: h_t = tanh(z_t)    Linear: h_t = z_t
+ *   GatedTanh: alpha_t = sigmoid(apre_t), c_t = tanh(z_t), h_t = alpha_t h_{t-1} + (1 - alpha_t) c_t
+ *
+ * Shapes (rightmost fastest): B batch, T time, D state width, Dp = D rounded up to 16.
+ *   pre, apre [B,T,D] (f32|bf16)  W [D,D] fp32 (converted by the launcher)  h0, h_T [B,D] fp32
+ *   h [B,T,D] pre's dtype  h_hist, c_hist [B,T,D] fp32  hbuf [2,B,Dp] (broadcast copy of the state)
+ * Work split: block g owns rows j in [g R, g R + R) of W, kept in shared memory in fp32 for the whole launch
+ * (R from {2,4,8,10,12,16}: the smallest whose ceil(D/R) blocks are co-resident, one 512-thread block per
+ * SM; on an H100 (132 SMs) D=1024 gets R=8, D=1280 R=10, D=1536 R=12, all on 128 blocks; ELMAN_DENSE_ROWS
+ * forces R). Per step t every block reads h_{t-1} for all B x D from hbuf[(t+1)&1] (through L2), computes
+ * z for its rows and every b in tiles of 32 (block_matvec in dense_elman.cuh, fp32 accumulation), applies
+ * the mode, writes h_t to h, h_hist, hbuf[t&1] (and c_t to c_hist), and the grid syncs once (cg grid.sync).
+ * The state of a block's own rows also lives in shared memory in fp32 (GatedTanh's blend uses it).
+ * Saved for backward (by ops/dense_elman): h_hist, and c_hist for GatedTanh.
+ * Numerics: fp32 state, fp32 products and sums. The broadcast copy hbuf has pre's dtype: fp32 for fp32
+ * inputs, and for bf16 inputs the bf16-rounded state (the same values as the output h), which halves the L2
+ * traffic of the per-step broadcast; the state itself, h_hist and h_T stay fp32. tanh/sigmoid through __expf
+ * (about 1e-7 relative).
+ * Preconditions: contiguous CUDA tensors; B*T*D < 2^62; D small enough that the fp32 row slices fit (about
+ * D <= 16 x SM count); the device supports cooperative launches. hbuf: zeros with hbuf[1][:, :D] = h0.
+ */
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cooperative_groups.h>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/dense_elman/dense_elman.cuh"
+#include "cuda/dense_elman/dense_elman.h"
+#include "ops/common/alloc.h"
+
+namespace elman::cuda {
+namespace {
+using namespace dense;
+namespace cg = cooperative_groups;
+
+template <typename scalar_t, typename VT>
+struct FwdParams {
+  const float* W;         // [D,D] fp32
+  const scalar_t* pre;    // [B,T,D]
+  const scalar_t* apre;   // [B,T,D] (GatedTanh) or nullptr
+  const float* h0;        // [B,D]
+  VT* hbuf;               // [2,B,Dp]: step t reads hbuf[(t+1)&1], writes hbuf[t&1]; columns >= D stay zero
+  scalar_t* h;            // [B,T,D]
+  float* h_hist;          // [B,T,D]
+  float* c_hist;          // [B,T,D] (GatedTanh) or nullptr
+  float* h_T;             // [B,D]
+  int B, T, D, Dp, mode;
+};
+
+template <int R, typename scalar_t, typename VT>
+__global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdParams<scalar_t, VT> p) {
+  extern __shared__ float4 smem4[];
+  float* Ws = reinterpret_cast<float*>(smem4);       // rows j0.. of W, zero-padded (load_slice layout)
+  float* red = Ws + R * p.Dp;                         // [kWarps][kBTile][red_pitch(R)]
+  float* st = red + kWarps * kBTile * red_pitch(R);  // [B][R] fp32 state h_{t-1} of this block's rows
+  const int j0 = blockIdx.x * R;
+  load_slice<R>(Ws, p.W, j0, p.D, p.Dp);
+  for (int i = threadIdx.x; i < p.B * R; i += kThreads) {
+    const int b = i / R, j = j0 + (i - b * R);
+    st[i] = j < p.D ? p.h0[static_cast<int64_t>(b) * p.D + j] : 0.f;
+  }
+  __syncthreads();
+
+  cg::grid_group grid = cg::this_grid();
+  // Epilogue role: thread -> (batch row bl of the tile, row r); consecutive threads write consecutive j.
+  const int bl = threadIdx.x / R, r = threadIdx.x - bl * R, j = j0 + r;
+  const bool mine = threadIdx.x < R * kBTile && j < p.D;
+  const bool gated = p.mode == kGatedTanh;
+  const int64_t BDp = static_cast<int64_t>(p.B) * p.Dp;
+  for (int t = 0; t < p.T; ++t) {
+    const VT* hin = p.hbuf + ((t + 1) & 1) * BDp;
+    VT* hout = p.hbuf + (t & 1) * BDp;
+    for (int b0 = 0; b0 < p.B; b0 += kBTile) {
+      const int b = b0 + bl;
+      const bool act = mine && b < p.B;
+      const int64_t o = (static_cast<int64_t>(b) * p.T + t) * p.D + j;
+      float x = 0.f, ap = 0.f;  // issued now, consumed after the product
+      if (act) {
+        x = static_cast<float>(p.pre[o]);
+        if (gated) ap = static_cast<float>(p.apre[o]);
+      }
+      block_matvec<R>(Ws, p.Dp, hin, p.B, b0, red);
+      __syncthreads();
+      if (act) {
+        const float z = x + reduce_warps<R>(red, bl, r);
+        float hn;
+        if (p.mode == kTanh) {
+          hn = tanh_f(z);
+        } else if (p.mode == kLinear) {
+          hn = z;
+        } else {
+          const float a = sigmoid_f(ap), c = tanh_f(z);
+          hn = a * st[b * R + r] + (1.f - a) * c;
+          p.c_hist[o] = c;
+        }
+        st[b * R + r] = hn;
+        p.h[o] = static_cast<scalar_t>(hn);
+        p.h_hist[o] = hn;
+        hout[static_cast<int64_t>(b) * p.Dp + j] = static_cast<VT>(hn);
+        if (t == p.T - 1) p.h_T[static_cast<int64_t>(b) * p.D + j] = hn;
+      }
+      __syncthreads();  // red is reused by the next tile
+    }
+    if (t + 1 < p.T) grid.sync();  // h_t complete in hbuf before any block reads it
+  }
+}
+
+template <int R, typename scalar_t, typename VT>
+bool try_fwd(FwdParams<scalar_t, VT>& p, cudaStream_t stream) {
+  return try_cooperative_launch(reinterpret_cast<const void*>(&dense_elman_fwd_kernel<R, scalar_t, VT>), R, p.D,
+                                smem_bytes(R, p.Dp, p.B), &p, stream);
+}
+
+template <typename scalar_t, typename VT, int... Rs>
+bool launch_fwd(FwdParams<scalar_t, VT>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
+  return (try_fwd<Rs, scalar_t, VT>(p, stream) || ...);
+}
+
+// Broadcast type of the state: the input dtype (fp32, or bf16 for bf16 inputs).
+template <typename scalar_t>
+void run_fwd(const at::Tensor& pre, const at::Tensor& W, const at::Tensor& apre, const at::Tensor& h0, at::Tensor& h,
+             at::Tensor& h_hist, at::Tensor& c_hist, at::Tensor& h_T, int mode) {
+  using VT = scalar_t;
+  const int64_t B = pre.size(0), T = pre.size(1), D = pre.size(2), Dp = padded_width(D);
+  auto hbuf = at::zeros({2, B, Dp}, pre.options());
+  hbuf.select(0, 1).narrow(1, 0, D).copy_(h0);
+  FwdParams<scalar_t, VT> p{W.data_ptr<float>(),
+                            pre.data_ptr<scalar_t>(),
+                            apre.defined() ? apre.data_ptr<scalar_t>() : nullptr,
+                            h0.data_ptr<float>(),
+                            hbuf.data_ptr<VT>(),
+                            h.data_ptr<scalar_t>(),
+                            h_hist.data_ptr<float>(),
+                            c_hist.defined() ? c_hist.data_ptr<float>() : nullptr,
+                            h_T.data_ptr<float>(),
+                            static_cast<int>(B),
+                            static_cast<int>(T),
+                            static_cast<int>(D),
+                            static_cast<int>(Dp),
+                            mode};
+  if (!launch_fwd(p, at::cuda::getCurrentCUDAStream(), RowChoices{})) fail_too_large("dense_elman_fwd", B, D);
+}
+
+template <>
+void run_fwd<double>(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&,
+                     at::Tensor&, at::Tensor&, at::Tensor&, int) {
+  TORCH_CHECK(false, "dense_elman_fwd: float64 has no kernel; use the reference implementation");
+}
+
+}  // namespace
+
+std::vector<at::Tensor> dense_elman_fwd(const at::Tensor& pre_in, const at::Tensor& W_in, const at::Tensor& apre_in,
+                                        const at::Tensor& h0_in, int64_t mode) {
+  TORCH_CHECK(pre_in.dim() == 3, "dense_elman_fwd: pre must be [B,T,D], got ", pre_in.sizes());
+  ELMAN_CHECK_FLOAT_DTYPE(pre_in);
+  TORCH_CHECK(mode >= kTanh && mode <= kGatedTanh, "dense_elman_fwd: unknown mode ", mode);
+  const c10::cuda::CUDAGuard guard(pre_in.device());
+  auto pre = pre_in.contiguous();
+  const int64_t B = pre.size(0), T = pre.size(1), D = pre.size(2);
+  TORCH_CHECK(B >= 1 && T >= 1 && D >= 1, "dense_elman_fwd: empty input ", pre.sizes());
+  TORCH_CHECK(B * T * D < (int64_t(1) << 62) && B * padded_width(D) < (int64_t(1) << 31) && T < (int64_t(1) << 31),
+              "dense_elman_fwd: input too large ", pre.sizes());
+  auto f32 = pre.options().dtype(at::kFloat);
+  TORCH_CHECK(W_in.dim() == 2 && W_in.size(0) == D && W_in.size(1) == D, "dense_elman_fwd: W must be [D,D] = [", D,
+              ",", D, "], got ", W_in.sizes());
+  auto W = W_in.to(f32).contiguous();
+  auto h0 = h0_in.to(f32).contiguous();
+  TORCH_CHECK(h0.dim() == 2 && h0.size(0) == B && h0.size(1) == D, "dense_elman_fwd: h0 must be [B,D] = [", B, ",",
+              D, "], got ", h0.sizes());
+  const bool gated = mode == kGatedTanh;
+  at::Tensor apre;
+  if (gated) {
+    TORCH_CHECK(apre_in.defined() && apre_in.sizes() == pre.sizes(), "dense_elman_fwd: GatedTanh needs apre [B,T,D]");
+    apre = apre_in.to(pre.scalar_type()).contiguous();
+    ELMAN_CHECK_CUDA_TENSOR(apre);
+  }
+  ELMAN_CHECK_CUDA_TENSOR(pre);
+  ELMAN_CHECK_CUDA_TENSOR(W);
+  ELMAN_CHECK_CUDA_TENSOR(h0);
+  TORCH_CHECK(W.device() == pre.device() && h0.device() == pre.device(),
+              "dense_elman_fwd: tensors on different devices");
+
+  auto h = ops::empty_output({B, T, D}, pre.options());
+  auto h_hist = ops::empty_output({B, T, D}, f32);
+  auto h_T = ops::empty_output({B, D}, f32);
+  at::Tensor c_hist = gated ? ops::empty_output({B, T, D}, f32) : at::Tensor();
+  ELMAN_DISPATCH_FLOAT_BF16(pre.scalar_type(), "dense_elman_fwd", [&] {
+    run_fwd<scalar_t>(pre, W, apre, h0, h, h_hist, c_hist, h_T, static_cast<int>(mode));
+  });
+  return {h, h_hist, h_T, c_hist};
+}
+
+}  // namespace elman::cuda

@@ -1,0 +1,41 @@
+#pragma once
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "ops/common/impl.h"
+#include "ops/dense_elman/reference.h"
+
+namespace elman::ops {
+
+// Dense Elman recurrence over T with a full D x D recurrent matrix (the recurrence is written out in
+// reference.h). The callers do the input projections as GEMMs; this op only walks the recurrence:
+//   z_t = pre_t + W h_{t-1}   ((W h)[j] = sum_k W[j,k] h[k], W is [D_out = D, D_in = D])
+//   Tanh: h_t = tanh(z_t)   Linear: h_t = z_t
+//   GatedTanh: alpha_t = sigmoid(apre_t), h_t = alpha_t h_{t-1} + (1 - alpha_t) tanh(z_t)
+// (E1/E56 use Tanh with an output gate applied outside; E42 Linear; E63 and E66 GatedTanh, E66 passing
+// W = U V formed outside.)
+//
+// Args:
+//   pre    [B,T,D] float32 or bfloat16: the input projections (with bias).
+//   W      [D,D] any float dtype, used as given (fp32 master weights or bf16) and computed with in fp32.
+//   apre   [B,T,D] gate pre-activations for GatedTanh (converted to pre's dtype by the kernel); must be
+//          undefined for Tanh and Linear.
+//   h0     [B,D] initial state (any float dtype), or an undefined tensor for zeros.
+//   mode   DenseMode::Tanh, Linear or GatedTanh.
+//   impl   Impl::Kernel runs our CUDA kernels (CUDA tensors, a CUDA build); Impl::Reference runs
+//          dense_elman_reference. Asking for the kernel where it cannot run throws.
+// Returns {h [B,T,D] in pre's dtype: every state h_1..h_T, h_T [B,D] float32}. Differentiable with respect
+// to pre, W, apre and h0, with gradients flowing in from both outputs (either may be unused).
+// Gradients come back in each input's dtype (dW in W's dtype, accumulated in fp32).
+// The kernel is one persistent cooperative launch per direction: each block keeps a slice of rows of W
+// (forward) or of W^T (backward) in fp32 shared memory for all T, the state and the carried gradient are
+// fp32, and one grid-wide sync separates the steps. It saves the fp32 state history [B,T,D] (plus tanh(z)
+// for GatedTanh) for the backward pass, and forms dW = sum_t dz_t^T h_{t-1} as one fp32 GEMM afterwards.
+// For bf16 inputs the state is broadcast between blocks in bf16 (the values of the output h), so W h_{t-1}
+// sees the bf16-rounded state while the recurrence itself stays fp32. D is limited by shared memory to
+// about 16 x the SM count (2112 on an H100); larger D throws.
+std::vector<torch::Tensor> dense_elman(const torch::Tensor& pre, const torch::Tensor& W, const torch::Tensor& apre,
+                                       const torch::Tensor& h0, DenseMode mode, Impl impl);
+
+}  // namespace elman::ops
