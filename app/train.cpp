@@ -175,71 +175,84 @@ Result train(const Command& cmd) {
   int64_t log_tokens = 0;
   double log_s = 0;
   std::string stop_reason = "ok";
-  bool diverged = false, first_step = true;  // the first step of a process warms up: not timed
+  bool abnormal = false;    // diverged or failed: that state is never checkpointed
+  bool first_step = true;   // the first step of a process warms up: not timed
 
-  while (true) {
-    if (progress_of(pr) >= 1.0) break;
-    if (cfg.stop_at_step > 0 && pr.step >= cfg.stop_at_step) { stop_reason = "stopped at step " + std::to_string(pr.step); break; }
-    if (g_interrupted) { stop_reason = "interrupted"; break; }
+  // A failure inside the loop (out of memory, a kernel error) ends the run with status "failed at step N: ...":
+  // the results row is still written, the last good checkpoint is kept, and train() then rethrows.
+  std::string failure;
+  try {
+    while (true) {
+      if (progress_of(pr) >= 1.0) break;
+      if (cfg.stop_at_step > 0 && pr.step >= cfg.stop_at_step) { stop_reason = "stopped at step " + std::to_string(pr.step); break; }
+      if (g_interrupted) { stop_reason = "interrupted"; break; }
 
-    const auto t0 = Clock::now();
-    // ---- TRAIN STEP ------------------------------------------------------------------------------
-    auto batch = data.train_batch(static_cast<uint64_t>(cfg.seed), pr.step, cfg.batch);
-    if (dev.is_cuda()) batch = batch.pin_memory();
-    batch = batch.to(dev, /*non_blocking=*/true).to(torch::kLong);
-    torch::Tensor loss;
-    {
-      Autocast ac(bf16);
-      loss = model->loss(batch.narrow(1, 0, cfg.chunk), batch.narrow(1, 1, cfg.chunk));
-    }
-    loss.backward();
-    auto gnorm = clip_grad_norm(params, cfg.grad_clip);
-    auto host = torch::stack({loss.detach().to(torch::kFloat), gnorm.to(torch::kFloat)}).cpu();  // one sync
-    const float loss_v = host[0].item<float>(), gnorm_v = host[1].item<float>();
-    if (!std::isfinite(loss_v) || !std::isfinite(gnorm_v)) {
+      const auto t0 = Clock::now();
+      // ---- TRAIN STEP ------------------------------------------------------------------------------
+      auto batch = data.train_batch(static_cast<uint64_t>(cfg.seed), pr.step, cfg.batch);
+      if (dev.is_cuda()) batch = batch.pin_memory();
+      batch = batch.to(dev, /*non_blocking=*/true).to(torch::kLong);
+      torch::Tensor loss;
+      {
+        Autocast ac(bf16);
+        loss = model->loss(batch.narrow(1, 0, cfg.chunk), batch.narrow(1, 1, cfg.chunk));
+      }
+      loss.backward();
+      auto gnorm = clip_grad_norm(params, cfg.grad_clip);
+      auto host = torch::stack({loss.detach().to(torch::kFloat), gnorm.to(torch::kFloat)}).cpu();  // one sync
+      const float loss_v = host[0].item<float>(), gnorm_v = host[1].item<float>();
+      if (!std::isfinite(loss_v) || !std::isfinite(gnorm_v)) {
+        opt.zero_grad();
+        stop_reason = std::string("diverged: non-finite ") + (std::isfinite(loss_v) ? "grad norm" : "loss") +
+                      " at step " + std::to_string(pr.step);
+        abnormal = true;
+        break;
+      }
+      const double lr = lr_at(cfg.lr, pr.step, cfg.warmup, progress_of(pr));
+      opt.step(lr);
       opt.zero_grad();
-      stop_reason = std::string("diverged: non-finite ") + (std::isfinite(loss_v) ? "grad norm" : "loss") +
-                    " at step " + std::to_string(pr.step);
-      diverged = true;
-      break;
-    }
-    const double lr = lr_at(cfg.lr, pr.step, cfg.warmup, progress_of(pr));
-    opt.step(lr);
-    opt.zero_grad();
-    if (dev.is_cuda()) torch::cuda::synchronize();
-    // ---- end TRAIN STEP --------------------------------------------------------------------------
-    const double dt = seconds_since(t0);
-    pr.train_s += dt;
-    pr.tokens += tokens_per_step;
-    if (!first_step) pr.timed_s += dt, pr.timed_tokens += tokens_per_step;
-    first_step = false;
-    pr.losses.push_back(loss_v);
-    ++pr.step;
-    log_tokens += tokens_per_step, log_s += dt;
+      if (dev.is_cuda()) torch::cuda::synchronize();
+      // ---- end TRAIN STEP --------------------------------------------------------------------------
+      const double dt = seconds_since(t0);
+      pr.train_s += dt;
+      pr.tokens += tokens_per_step;
+      if (!first_step) pr.timed_s += dt, pr.timed_tokens += tokens_per_step;
+      first_step = false;
+      pr.losses.push_back(loss_v);
+      ++pr.step;
+      log_tokens += tokens_per_step, log_s += dt;
 
-    metrics << "{\"step\": " << pr.step << ", \"loss\": " << loss_v << ", \"lr\": " << lr << ", \"grad_norm\": " << gnorm_v
-            << ", \"step_ms\": " << dt * 1e3 << ", \"train_s\": " << pr.train_s << "}\n";
-    if (pr.step % cfg.log_every == 0 || pr.step == 1) {
-      const double remaining = cfg.time_s > 0 ? std::max(0.0, cfg.time_s - pr.train_s) : 0.0;
-      log::info(log::format("step %6ld | loss %.4f | lr %.2e | gnorm %.2f | %.1f ms | %.1fK tok/s | %s / %s",
-                            static_cast<long>(pr.step), loss_v, lr, gnorm_v, dt * 1e3,
-                            log_tokens / std::max(log_s, 1e-9) / 1e3, hms(pr.train_s).c_str(),
-                            cfg.time_s > 0 ? hms(pr.train_s + remaining).c_str()
-                                           : (std::to_string(cfg.steps) + " steps").c_str()));
-      log_tokens = 0, log_s = 0;
+      metrics << "{\"step\": " << pr.step << ", \"loss\": " << loss_v << ", \"lr\": " << lr << ", \"grad_norm\": " << gnorm_v
+              << ", \"step_ms\": " << dt * 1e3 << ", \"train_s\": " << pr.train_s << "}\n";
+      if (pr.step % cfg.log_every == 0 || pr.step == 1) {
+        const double remaining = cfg.time_s > 0 ? std::max(0.0, cfg.time_s - pr.train_s) : 0.0;
+        log::info(log::format("step %6ld | loss %.4f | lr %.2e | gnorm %.2f | %.1f ms | %.1fK tok/s | %s / %s",
+                              static_cast<long>(pr.step), loss_v, lr, gnorm_v, dt * 1e3,
+                              log_tokens / std::max(log_s, 1e-9) / 1e3, hms(pr.train_s).c_str(),
+                              cfg.time_s > 0 ? hms(pr.train_s + remaining).c_str()
+                                             : (std::to_string(cfg.steps) + " steps").c_str()));
+        log_tokens = 0, log_s = 0;
+      }
+      if (cfg.checkpoint_every_s > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_every_s) {
+        metrics.flush();
+        save_checkpoint(ckpt_path, model_tensors, opt, pr);
+        last_ckpt = Clock::now();
+        log::info(log::format("checkpoint written at step %ld", static_cast<long>(pr.step)));
+      }
     }
-    if (cfg.checkpoint_every_s > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_every_s) {
-      metrics.flush();
-      save_checkpoint(ckpt_path, model_tensors, opt, pr);
-      last_ckpt = Clock::now();
-      log::info(log::format("checkpoint written at step %ld", static_cast<long>(pr.step)));
-    }
+  } catch (const std::exception& e) {
+    const auto* c10e = dynamic_cast<const c10::Error*>(&e);
+    failure = c10e ? c10e->what_without_backtrace() : e.what();
+    failure = failure.substr(0, failure.find('\n'));
+    stop_reason = "failed at step " + std::to_string(pr.step) + ": " + failure;
+    abnormal = true;
+    opt.zero_grad();
   }
   std::signal(SIGINT, prev_handler);
 
-  // A diverged state is not checkpointed: the last good checkpoint (if any) stays as it was.
-  if (!diverged && pr.step > 0) save_checkpoint(ckpt_path, model_tensors, opt, pr);
-  if (!diverged && cfg.eval_bytes > 0 && stop_reason == "ok") {
+  // An abnormal state is not checkpointed: the last good checkpoint (if any) stays as it was.
+  if (!abnormal && pr.step > 0) save_checkpoint(ckpt_path, model_tensors, opt, pr);
+  if (!abnormal && cfg.eval_bytes > 0 && stop_reason == "ok") {
     res.eval_loss = evaluate(model, data, cfg.batch, dev, bf16);
     res.eval_bpb = res.eval_loss / std::log(2.0);
     metrics << "{\"step\": " << pr.step << ", \"eval_loss\": " << res.eval_loss << ", \"eval_bpb\": " << res.eval_bpb << "}\n";
@@ -254,7 +267,8 @@ Result train(const Command& cmd) {
   res.status = stop_reason;
   res.date = now_string("%Y-%m-%d %H:%M");
   write_result(res, cfg.out);
-  if (diverged) log::error(cfg.model + ": " + stop_reason + " (results row written; last good checkpoint kept)");
+  if (abnormal) log::error(cfg.model + ": " + stop_reason + " (results row written; last good checkpoint kept)");
+  if (!failure.empty()) throw std::runtime_error(stop_reason);
   return res;
 }
 
