@@ -6,7 +6,8 @@
 #  1. Debian/Ubuntu packages: cmake, ninja, g++, Catch2, cxxopts, spdlog, yaml-cpp (apt-get, only if missing).
 #  2. LibTorch 2.11.0: the system python3's torch if it is 2.11.0 (the GPU machine), else a project
 #     venv (.venv) with PyPI's torch==2.11.0.
-#  3. CMake configure and build. CUDA kernels are built when nvcc is on PATH (for sm_90a).
+#  3. matplotlib for the sweep report's plot (system python3's, else installed into .venv).
+#  4. CMake configure and build. CUDA kernels are built when nvcc is on PATH (for sm_90a).
 # Machines without network (the GPU machine) must already have everything; nothing is downloaded there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,8 +48,17 @@ if [ -z "$prefix" ]; then
   prefix="$(torch_prefix "$root/.venv/bin/python")"
 fi
 say "LibTorch $torch_version from $prefix"
+# 3. matplotlib draws the sweep report's plot (scripts/report.py runs on the project venv's python if there is
+#    one, else python3); install it into the venv when that python lacks it.
+report_py=python3
+[ -x "$root/.venv/bin/python" ] && report_py="$root/.venv/bin/python"
+if ! "$report_py" -c "import matplotlib" 2>/dev/null; then
+  [ -x "$root/.venv/bin/python" ] || python3 -m venv "$root/.venv"
+  say "installing matplotlib into $root/.venv (for report plots)"
+  "$root/.venv/bin/pip" install -q matplotlib
+fi
 
-# 3. Configure and build.
+# 4. Configure and build.
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [ ! -f "$build/CMakeCache.txt" ]; then

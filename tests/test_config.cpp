@@ -114,11 +114,11 @@ TEST_CASE("a 100m target picks the width from the exact count", "[config]") {
 TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[config]") {
   // Exact counts from spec section 4 (Llama: our single-norm block, see above).
   const std::vector<std::pair<std::string, int64_t>> expected = {
-      {"e1-100m.yaml", 114890880}, {"e42-100m.yaml", 94615296}, {"e56-100m.yaml", 114890880},
-      {"e63-100m.yaml", 84068864}, {"e66-100m.yaml", 114916480},
-      {"e61-100m.yaml", 98532480}, {"e62-100m.yaml", 98532480}, {"e64-100m.yaml", 98532480},
-      {"e65-100m.yaml", 98558080}, {"e67-100m.yaml", 98558080}, {"e68-100m.yaml", 98583680},
-      {"llama-100m.yaml", 101770880}};
+      {"bench-100m/E1.yaml", 114890880}, {"bench-100m/E42.yaml", 94615296}, {"bench-100m/E56.yaml", 114890880},
+      {"bench-100m/E63.yaml", 84068864}, {"bench-100m/E66.yaml", 114916480},
+      {"bench-100m/E61.yaml", 98532480}, {"bench-100m/E62.yaml", 98532480}, {"bench-100m/E64.yaml", 98532480},
+      {"bench-100m/E65.yaml", 98558080}, {"bench-100m/E67.yaml", 98558080}, {"bench-100m/E68.yaml", 98583680},
+      {"bench-100m/Llama.yaml", 101770880}};
   for (const auto& [file, params] : expected) {
     app::Config c;
     app::apply_yaml_file(c, std::string(ELMAN_SOURCE_DIR) + "/configs/" + file);
