@@ -9,13 +9,13 @@ namespace {
 torch::Tensor selfgate(const torch::Tensor& h) { return h * torch::silu(h); }
 }  // namespace
 
-DenseElmanMixer::DenseElmanMixer(const ModelConfig& cfg, DenseCell cell) : cell_(cell), impl_(cfg.impl) {
+DenseElmanMixer::DenseElmanMixer(const ModelConfig& cfg, DenseCell cell)
+    : cell_(cell), output_gate_(cell == DenseCell::E1 || cell == DenseCell::E56), impl_(cfg.impl) {
   D_ = static_cast<int64_t>(cfg.dim * cfg.expansion);
   const int64_t D = D_;
   TORCH_CHECK(D >= 1, cfg.name, ": dim * expansion must be at least 1");
   const auto& o = cfg.build;
-  const bool gated_out = cell == DenseCell::E1 || cell == DenseCell::E56;  // in_proj also gives z
-  in_proj_ = make_param(*this, "in_proj", {gated_out ? 2 * D : D, cfg.dim}, Init::Xavier, o, gated_out ? 2 : 1);
+  in_proj_ = make_param(*this, "in_proj", {output_gate_ ? 2 * D : D, cfg.dim}, Init::Xavier, o, output_gate_ ? 2 : 1);
   switch (cell) {
     case DenseCell::E1:
       w_x_ = make_param(*this, "w_x", {D, D}, Init::Xavier, o);
@@ -50,7 +50,7 @@ torch::Tensor DenseElmanMixer::forward(const torch::Tensor& x) {
   const int64_t D = D_;
   auto u = torch::linear(x, in_proj_);
   torch::Tensor z;
-  if (cell_ == DenseCell::E1 || cell_ == DenseCell::E56) {
+  if (output_gate_) {
     auto halves = u.chunk(2, -1);
     u = halves[0], z = halves[1];
   }

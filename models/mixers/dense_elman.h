@@ -21,6 +21,7 @@ class DenseElmanMixer : public Mixer {
 
  private:
   DenseCell cell_;
+  bool output_gate_;  // E1, E56: in_proj also gives z, and y = h * silu(z)
   ops::Impl impl_;
   int64_t D_;
   torch::Tensor in_proj_, w_x_, w_h_, b_, b_alpha_, u_, v_, spectral_u_, out_proj_;

@@ -1,6 +1,8 @@
 // Which implementation of a recurrent cell runs: our CUDA kernel or the pure-LibTorch reference.
 // There is no automatic fallback: asking for the kernel where it cannot run is an error.
 #pragma once
+#include <ATen/ATen.h>
+
 #include <string>
 
 namespace elman::ops {
@@ -16,6 +18,14 @@ constexpr bool built_with_cuda() {
 #else
   return false;
 #endif
+}
+
+// Throws unless op `name`'s CUDA kernel can run on `t`: a binary built with CUDA and a CUDA tensor.
+inline void check_kernel_runs(const char* name, const at::Tensor& t) {
+  TORCH_CHECK(built_with_cuda(), name, ": this binary was built without CUDA, so the kernel implementation is "
+              "unavailable; rebuild with CUDA or use the reference implementation");
+  TORCH_CHECK(t.defined() && t.is_cuda(), name,
+              ": the CUDA kernel needs CUDA tensors; use the reference implementation on CPU");
 }
 
 }  // namespace elman::ops

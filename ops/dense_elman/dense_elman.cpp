@@ -40,18 +40,15 @@ struct DenseElmanFunction : public torch::autograd::Function<DenseElmanFunction>
 std::vector<torch::Tensor> dense_elman(const torch::Tensor& pre, const torch::Tensor& W, const torch::Tensor& apre,
                                        const torch::Tensor& h0, DenseMode mode, Impl impl) {
   if (impl == Impl::Reference) return dense_elman_reference(pre, W, apre, h0, mode);
+  check_kernel_runs("dense_elman", pre);
 #ifdef ELMAN_WITH_CUDA
-  TORCH_CHECK(pre.defined() && pre.is_cuda(),
-              "dense_elman: the CUDA kernel needs CUDA tensors; use the reference implementation on CPU");
   check_dense_elman_args(pre, W, apre, h0, mode);
   TORCH_CHECK(W.is_cuda() && (!apre.defined() || apre.is_cuda()) && (!h0.defined() || h0.is_cuda()),
               "dense_elman: the CUDA kernel needs every input on the GPU");
   auto h = h0.defined() ? h0 : torch::zeros({pre.size(0), pre.size(2)}, pre.options().dtype(torch::kFloat));
   return DenseElmanFunction::apply(pre, W, apre, h, static_cast<int64_t>(mode));
 #else
-  TORCH_CHECK(false, "dense_elman: this binary was built without CUDA, so the kernel implementation is unavailable; "
-                     "rebuild with CUDA or use the reference implementation");
-  return {};
+  return {};  // unreachable: check_kernel_runs throws in a build without CUDA
 #endif
 }
 

@@ -34,16 +34,13 @@ struct GatedDiagFunction : public torch::autograd::Function<GatedDiagFunction> {
 std::vector<torch::Tensor> gated_diag(DiagCell cell, const torch::Tensor& proj, const torch::Tensor& w,
                                       const torch::Tensor& h0, Impl impl) {
   if (impl == Impl::Reference) return gated_diag_reference(cell, proj, w, h0);
+  check_kernel_runs(diag_cell_info(cell).name, proj);
 #ifdef ELMAN_WITH_CUDA
-  TORCH_CHECK(proj.is_cuda(), diag_cell_info(cell).name,
-              ": the CUDA kernel needs CUDA tensors; use the reference implementation on CPU");
   const int64_t B = proj.size(0), D = proj.size(2) / 2;
   auto h = h0.defined() ? h0 : torch::zeros({B, D}, proj.options().dtype(torch::kFloat));
   return GatedDiagFunction::apply(static_cast<int64_t>(cell), proj, w, h);
 #else
-  TORCH_CHECK(false, diag_cell_info(cell).name, ": this binary was built without CUDA, so the kernel implementation "
-              "is unavailable; rebuild with CUDA or use the reference implementation");
-  return {};
+  return {};  // unreachable: check_kernel_runs throws in a build without CUDA
 #endif
 }
 
