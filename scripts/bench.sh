@@ -3,7 +3,9 @@
 # bf16 autocast with fp32 master weights, for each model, side by side in one run; with
 # --torch, also our plain-PyTorch Llama (scripts/bench_torch_llama.py), eager and torch.compile.
 # tok/s excludes the first (warm-up) step. Needs a CUDA GPU and a build (scripts/setup.sh).
-# Usage: scripts/bench.sh [--torch] [--steps N] [MODEL ...]   (default models: llama e61)
+# Usage: scripts/bench.sh [--torch] [--steps N] [MODEL[@IMPL] ...]   (default models: llama e61)
+#   MODEL@reference runs the model's pure-LibTorch cell (per-step cuBLAS GEMMs and pointwise ops) instead
+#   of our kernel, to measure the kernel against it in the same run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${ELMAN_BUILD_DIR:-$root/build}"
@@ -22,12 +24,19 @@ data="$root/data/default_corpus.bin"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
-rows=()
-for m in "${models[@]}"; do
-  "$build/elman-train" --model "$m" --params 100m --steps "$steps" --warmup 5 --batch 32 --chunk 512 \
-    --eval-bytes 0 --device cuda --data "$data" --out "$out" --name "$m" --log-every 10 >"$out/$m.log" 2>&1 ||
-    { cat "$out/$m.log"; exit 1; }
-  rows+=("$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['model']}\t{r['params']}\t{r['impl']}\t{r['tok_s']:.0f}\t{r['peak_mem_gib']:.1f}\")" "$out/$m/results.json")")
+gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)"
+echo "training-step throughput, batch 32 x 512, bf16 autocast, $steps steps, $gpu"
+row() { printf '%-20s %12s %12s %12s %8s\n' "$@"; }
+row model params impl tok/s memGiB
+# Each row is printed as soon as its run ends, so a sweep cut short still reports what it measured.
+for spec in "${models[@]}"; do
+  m="${spec%@*}" impl=auto
+  [ "$m" = "$spec" ] || impl="${spec#*@}"
+  "$build/elman-train" --model "$m" --impl "$impl" --params 100m --steps "$steps" --warmup 5 --batch 32 --chunk 512 \
+    --eval-bytes 0 --device cuda --data "$data" --out "$out" --name "$m-$impl" --log-every 10 >"$out/$m-$impl.log" 2>&1 ||
+    { cat "$out/$m-$impl.log"; exit 1; }
+  IFS=$'\t' read -r a b c d e < <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['model']}\t{r['params']}\t{r['impl']}\t{r['tok_s']:.0f}\t{r['peak_mem_gib']:.1f}\")" "$out/$m-$impl/results.json")
+  row "$a" "$b" "$c" "$d" "$e"
 done
 if [ "$torch" = 1 ]; then
   for mode in "" --compile; do
@@ -35,10 +44,6 @@ if [ "$torch" = 1 ]; then
     name="$(echo "$line" | awk '{print $1}')"
     params="$(echo "$line" | sed -n 's/.*params=\([0-9,]*\).*/\1/p' | tr -d ,)"
     toks="$(echo "$line" | sed -n 's/.*tok\/s=\([0-9.]*\).*/\1/p')"
-    rows+=("$(printf '%s\t%s\tpytorch\t%.0f\t-' "$name" "$params" "$toks")")
+    row "$name" "$params" pytorch "$(printf '%.0f' "$toks")" -
   done
 fi
-gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)"
-echo "training-step throughput, batch 32 x 512, bf16 autocast, $steps steps, $gpu"
-printf '%-20s %12s %12s %12s %8s\n' model params impl tok/s memGiB
-for r in "${rows[@]}"; do IFS=$'\t' read -r a b c d e <<<"$r"; printf '%-20s %12s %12s %12s %8s\n' "$a" "$b" "$c" "$d" "$e"; done

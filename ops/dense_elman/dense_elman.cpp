@@ -12,9 +12,11 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 struct DenseElmanFunction : public torch::autograd::Function<DenseElmanFunction> {
-  // apre is undefined unless mode is GatedTanh; h0 is always defined (zeros when the caller passed none).
+  // Autograd's Function::apply records every tensor argument and rejects undefined ones, so apre arrives
+  // as an empty tensor unless mode is GatedTanh; h0 is always defined (zeros when the caller passed none).
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& pre, const torch::Tensor& W,
-                               const torch::Tensor& apre, const torch::Tensor& h0, int64_t mode) {
+                               const torch::Tensor& apre_or_empty, const torch::Tensor& h0, int64_t mode) {
+    const auto apre = apre_or_empty.numel() > 0 ? apre_or_empty : torch::Tensor();
     auto out = cuda::dense_elman_fwd(pre, W, apre, h0, mode);  // {h, h_hist, h_T, c_hist}
     ctx->save_for_backward({W, apre, h0, out[1], out[3]});
     ctx->saved_data["mode"] = mode;
@@ -46,7 +48,8 @@ std::vector<torch::Tensor> dense_elman(const torch::Tensor& pre, const torch::Te
   TORCH_CHECK(W.is_cuda() && (!apre.defined() || apre.is_cuda()) && (!h0.defined() || h0.is_cuda()),
               "dense_elman: the CUDA kernel needs every input on the GPU");
   auto h = h0.defined() ? h0 : torch::zeros({pre.size(0), pre.size(2)}, pre.options().dtype(torch::kFloat));
-  return DenseElmanFunction::apply(pre, W, apre, h, static_cast<int64_t>(mode));
+  const auto a = apre.defined() ? apre : torch::empty({0}, pre.options());
+  return DenseElmanFunction::apply(pre, W, a, h, static_cast<int64_t>(mode));
 #else
   return {};  // unreachable: check_kernel_runs throws in a build without CUDA
 #endif
