@@ -1,24 +1,30 @@
 // Device pieces shared by the dense Elman forward and backward kernels: the block-wide matrix-vector
-// product over a batch tile, the pointwise math, and the cooperative launch that picks the rows per block.
+// products over a batch tile (two "products", one per input dtype), the pointwise math, and the cooperative
+// launch that picks the rows per block.
 //
-// Both kernels have the same shape: block g owns R consecutive rows of a D x D fp32 matrix M (forward: W,
-// backward: W^T) resident in shared memory, and each step computes out[b, r] = sum_k M[g*R + r, k] v[b, k]
-// for every batch row b, where v [B, Dp] (the previous state, or the current dz) was written by all blocks
-// during the previous step and is read back from L2 after a grid-wide sync.
+// Both kernels have the same shape: block g owns R consecutive rows of a D x D matrix M (forward: W,
+// backward: W^T), and each step computes out[b, r] = sum_k M[g*R + r, k] v[b, k] for every batch row b,
+// where v [B, Dp] (the previous state, or the current dz) was written by all blocks during the previous step
+// and is read back from L2 after a grid-wide sync. A product object hides how:
 //
-// Thread layout of block_matvec (kThreads = 512 threads = 16 warps):
+// FmaProduct<R> (fp32 inputs): the R x D slice of M stays in fp32 shared memory; CUDA-core FMA, fp32 v read
+// straight from L2. Thread layout of block_matvec (kThreads = 512 threads = 16 warps):
 //   * warps split k in steps of kKStep = 16 columns (warp w takes steps w, w + 16, ...);
 //   * inside a warp, lane = kq + 4 * bi: kq (0..3) picks 4 consecutive k of the step, bi (0..7) the batch
 //     rows bi, bi + 8, bi + 16, bi + 24 of the 32-row tile. Each lane keeps an R x 4 register tile of sums.
 //   Per k step a lane loads 4 x 4 elements of v (global, L1 bypassed: the buffer is rewritten during the
 //   launch) and R float4 of M (shared; the 8 lanes with the same kq read the same address and the 4 kq
-//   groups 64 contiguous bytes, so each load is one conflict-free wavefront), and does 16 R FMAs: per warp
-//   and k step R shared wavefronts (1 per clock per SM) against 16 R FMA instructions (4 per clock per SM),
-//   so shared memory is never the limit; in SASS (sm_90a, R = 10) FFMA is 79% of the loop's instructions.
-//   The next step's v is loaded before the current one is used (two register buffers in ping-pong: 64 B in
-//   flight per lane, 32 KB per SM, about the L2 latency-bandwidth product of one SM).
+//   groups 64 contiguous bytes, so each load is one conflict-free wavefront), and does 16 R FMAs.
+//   The next step's v is loaded before the current one is used (two register buffers in ping-pong).
 //   Partial sums are reduced over kq by two halving shuffle rounds (3 R shuffles per lane), then every lane
 //   writes R sums for one batch row into red[warp][b][r]; the caller sums the 16 warps after __syncthreads.
+//
+// MmaProduct (bf16 inputs): 16 rows per block, M in bf16 held in registers as mma.sync A fragments for the
+// whole launch (warp w owns the 16 x 16 k-tiles w, w + 16, ...: at most kMmaMaxKt of them), and per batch
+// tile the whole [32, Dp] tile of v is first copied from L2 into shared memory with every load in flight at
+// once (the step is bound by L2 latency otherwise: measured 8 us per step at D = 1280 with the FMA product
+// reading v from L2 in 16-byte pieces), then each warp runs m16n8k16 bf16 MMAs with fp32 accumulation over
+// its k-tiles for the 4 n-tiles of 8 batch rows, and writes its 16 x 32 partial sums to red[warp][r][b].
 #pragma once
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/util/BFloat16.h>
@@ -37,7 +43,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kKStep = 16;  // k columns per warp step: 4 lane groups x 4 consecutive k
 constexpr int kBTile = 32;  // batch rows per tile: 8 lane groups x 4 rows per lane
 constexpr int kMaxRows = 16;
-using RowChoices = std::integer_sequence<int, 2, 4, 8, 10, 12, 16>;  // R candidates, smallest first
+using RowChoices = std::integer_sequence<int, 2, 4, 8, 10, 12, 16>;  // FmaProduct R candidates, smallest first
+constexpr int kMmaMaxKt = 9;  // MmaProduct: k-tiles of 16 per warp, so D <= 16 x 16 x 9 = 2304
 
 enum : int { kTanh = 0, kLinear = 1, kGatedTanh = 2 };
 
@@ -46,21 +53,16 @@ __host__ __device__ constexpr int red_pitch(int R) { return R | 1; }
 
 inline int64_t padded_width(int64_t D) { return (D + kKStep - 1) / kKStep * kKStep; }
 
-// Dynamic shared memory: the matrix slice [R][Dp], the reduction buffer [kWarps][kBTile][red_pitch(R)] and the
-// per-row carried state [B][R] (forward: h_{t-1} in fp32; backward: the gate term g alpha), all fp32.
-inline size_t smem_bytes(int R, int64_t Dp, int64_t B) {
-  return sizeof(float) * (static_cast<size_t>(R) * Dp + static_cast<size_t>(kWarps) * kBTile * red_pitch(R) +
-                          static_cast<size_t>(R) * B);
+// Dynamic shared memory of a kernel: its product's, then the per-row carried state [B][R] in fp32 (forward:
+// h_{t-1}; backward: the gate term g alpha).
+template <class Prod>
+size_t smem_bytes(int64_t Dp, int64_t B) {
+  return Prod::smem_bytes(Dp) + sizeof(float) * static_cast<size_t>(Prod::kRows) * B;
 }
 
 // Four consecutive elements of the broadcast vector as fp32, read through L2 only (ld.global.cg): blocks
 // rewrite the buffer every other step, so a line cached in L1 from two steps ago would be stale.
 __device__ __forceinline__ float4 load4_cg(const float* p) { return __ldcg(reinterpret_cast<const float4*>(p)); }
-__device__ __forceinline__ float4 load4_cg(const c10::BFloat16* p) {
-  const uint2 u = __ldcg(reinterpret_cast<const uint2*>(p));
-  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                     __uint_as_float(u.y & 0xffff0000u));
-}
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
 
@@ -108,8 +110,8 @@ __device__ __forceinline__ void fma_step(float (&acc)[R][4], const float* __rest
 // shared slice (load_slice layout); v: global [B][Dp], zero beyond D. Rows b0 + bl >= B compute a copy of
 // row B-1 (so no load is predicated on B) and must be ignored by the caller. Every warp writes its slots
 // (zeros when it has no k step), so the caller sums all kWarps after __syncthreads().
-template <int R, typename VT>
-__device__ __forceinline__ void block_matvec(const float* __restrict__ M, int Dp, const VT* __restrict__ v, int B,
+template <int R>
+__device__ __forceinline__ void block_matvec(const float* __restrict__ M, int Dp, const float* __restrict__ v, int B,
                                              int b0, float* __restrict__ red) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int kq = lane & 3, bi = lane >> 2;
@@ -119,7 +121,7 @@ __device__ __forceinline__ void block_matvec(const float* __restrict__ M, int Dp
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int u = 0; u < 4; ++u) acc[r][u] = 0.f;
-  const VT* vp[4];  // this lane's 4 consecutive k of its batch rows bi + 8u, at k step 0
+  const float* vp[4];  // this lane's 4 consecutive k of its batch rows bi + 8u, at k step 0
 #pragma unroll
   for (int u = 0; u < 4; ++u) vp[u] = v + (static_cast<int64_t>(min(b0 + bi + 8 * u, B - 1)) * Dp + kq * 4);
   const float* Mq = M + kq * 4;
@@ -178,6 +180,134 @@ __device__ __forceinline__ float reduce_warps(const float* __restrict__ red, int
   return s;
 }
 
+template <int R>
+struct FmaProduct {
+  using scalar_t = float;
+  static constexpr int kRows = R;
+  static size_t smem_bytes(int64_t Dp) {
+    return sizeof(float) * (static_cast<size_t>(R) * Dp + static_cast<size_t>(kWarps) * kBTile * red_pitch(R));
+  }
+  float* Ms;  // the slice, load_slice layout
+  float* red;
+  int Dp;
+  // smem: the kernel's dynamic shared memory; M: fp32 [D,D]; rows row0 .. row0 + R - 1 are this block's.
+  __device__ FmaProduct(void* smem, const float* __restrict__ M, int row0, int D, int Dp_)
+      : Ms(static_cast<float*>(smem)), red(Ms + R * Dp_), Dp(Dp_) {
+    load_slice<R>(Ms, M, row0, D, Dp);
+  }
+  __device__ float* end() const { return red + kWarps * kBTile * red_pitch(R); }
+  // Partial sums for batch rows b0 .. b0 + 31 of v [B][Dp]; result() is valid after a __syncthreads().
+  __device__ void tile(const float* __restrict__ v, int B, int b0) { block_matvec<R>(Ms, Dp, v, B, b0, red); }
+  __device__ float result(int bl, int r) const { return reduce_warps<R>(red, bl, r); }
+};
+
+// D = A B + D for one m16n8k16 tile: A 16 x 16 bf16 (row-major fragments), B 16 x 8 bf16 (k-major), D fp32.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+struct MmaProduct {
+  using scalar_t = c10::BFloat16;
+  static constexpr int kRows = 16;
+  // red[warp][r][b] with row pitch 41 (odd: the epilogue's lanes, 2 batch rows x 16 r, spread over the banks).
+  static constexpr int kRedPitch = 41;
+  // The staged tile of v has row pitch Dp + 8 elements: Dp + 8 = 8 (mod 16) puts the 8 batch rows of an MMA
+  // B-fragment load on disjoint groups of 4 banks.
+  static size_t smem_bytes(int64_t Dp) {
+    return sizeof(c10::BFloat16) * kBTile * static_cast<size_t>(Dp + 8) +
+           sizeof(float) * static_cast<size_t>(kWarps) * kRows * kRedPitch;
+  }
+  uint32_t a[kMmaMaxKt][4];  // A fragments of this warp's k-tiles (two bf16 each)
+  c10::BFloat16* vs;         // [kBTile][P]
+  float* red;
+  int Dp, P, nkt;
+
+  static __device__ __forceinline__ uint32_t pack(const c10::BFloat16* M, int D, int row, int col) {
+    const auto bits = [&](int c) -> uint32_t {
+      return row < D && c < D ? static_cast<uint32_t>(M[static_cast<int64_t>(row) * D + c].x) : 0u;
+    };
+    return bits(col) | (bits(col + 1) << 16);
+  }
+
+  // smem: the kernel's dynamic shared memory; M: bf16 [D,D]; rows row0 .. row0 + 15 are this block's.
+  __device__ MmaProduct(void* smem, const c10::BFloat16* __restrict__ M, int row0, int D, int Dp_)
+      : vs(static_cast<c10::BFloat16*>(smem)), red(reinterpret_cast<float*>(vs + kBTile * (Dp_ + 8))), Dp(Dp_),
+        P(Dp_ + 8), nkt(Dp_ / kKStep) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int rlo = row0 + (lane >> 2), col = 2 * (lane & 3);
+#pragma unroll
+    for (int i = 0; i < kMmaMaxKt; ++i) {
+      const int k = (warp + kWarps * i) * kKStep + col;
+      a[i][0] = pack(M, D, rlo, k);
+      a[i][1] = pack(M, D, rlo + 8, k);
+      a[i][2] = pack(M, D, rlo, k + 8);
+      a[i][3] = pack(M, D, rlo + 8, k + 8);
+    }
+    // Rows of a partial last tile are never staged: start them at zero (finite; their sums are ignored).
+    for (int i = threadIdx.x; i < kBTile * P; i += kThreads) vs[i] = c10::BFloat16(0.f);
+  }
+  __device__ float* end() const { return red + kWarps * kRows * kRedPitch; }
+
+  __device__ void tile(const c10::BFloat16* __restrict__ v, int B, int b0) {
+    // Stage rows b0 .. b0 + rows - 1 of v: 8 loads of 16 bytes in flight per thread (64 KB per block).
+    const int n16 = Dp / 8, rows = min(kBTile, B - b0), total = rows * n16;
+    const uint4* src = reinterpret_cast<const uint4*>(v + static_cast<int64_t>(b0) * Dp);
+    for (int base = 0; base < total; base += 8 * kThreads) {
+      uint4 buf[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int i = base + j * kThreads + static_cast<int>(threadIdx.x);
+        if (i < total) buf[j] = __ldcg(src + i);
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int i = base + j * kThreads + static_cast<int>(threadIdx.x);
+        if (i < total) {
+          const int n = i / n16, c = i - n * n16;
+          *reinterpret_cast<uint4*>(vs + n * P + c * 8) = buf[j];
+        }
+      }
+    }
+    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float c[4][4];
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int u = 0; u < 4; ++u) c[nt][u] = 0.f;
+    const c10::BFloat16* vrow = vs + (lane >> 2) * P + 2 * (lane & 3);
+#pragma unroll
+    for (int i = 0; i < kMmaMaxKt; ++i) {
+      const int kt = warp + kWarps * i;
+      if (kt < nkt) {
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          const uint32_t* bp = reinterpret_cast<const uint32_t*>(vrow + nt * 8 * P + kt * kKStep);
+          mma_bf16(c[nt], a[i], bp[0], bp[4]);
+        }
+      }
+    }
+    float* d = red + (warp * kRows + (lane >> 2)) * kRedPitch + 2 * (lane & 3);
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      d[nt * 8] = c[nt][0];
+      d[nt * 8 + 1] = c[nt][1];
+      d[8 * kRedPitch + nt * 8] = c[nt][2];
+      d[8 * kRedPitch + nt * 8 + 1] = c[nt][3];
+    }
+  }
+  __device__ float result(int bl, int r) const {
+    float s = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) s += red[(w * kRows + r) * kRedPitch + bl];
+    return s;
+  }
+};
+
 // ELMAN_DENSE_ROWS=R (one of RowChoices) forces the rows per block, for benchmarking the trade-off between
 // fewer blocks (less L2 traffic for the per-step broadcast) and more blocks (less FMA work per SM).
 inline int forced_rows() {
@@ -216,8 +346,8 @@ inline bool try_cooperative_launch(const void* kernel, int R, int64_t D, size_t 
   TORCH_CHECK(prop->cooperativeLaunch, name, ": this device does not support cooperative launches");
   TORCH_CHECK(false, name, ": D=", D, " with B=", B,
               " does not fit the persistent kernel on this GPU: each of at most ",
-              prop->multiProcessorCount, " co-resident blocks keeps up to ", kMaxRows,
-              " rows of W (fp32) in shared memory (", prop->sharedMemPerBlockOptin,
+              prop->multiProcessorCount, " co-resident blocks owns up to ", kMaxRows,
+              " rows of W (fp32 inputs: in shared memory, ", prop->sharedMemPerBlockOptin,
               " bytes per block), so D can be at most about ", kMaxRows * prop->multiProcessorCount,
               " (less for large B); use the reference implementation for this size",
               forced_rows() > 0 ? " (ELMAN_DENSE_ROWS is set and restricts the choice)" : "");

@@ -6,20 +6,23 @@
  *   Linear:    dz_t = g_t                                                    carry_{t-1} = W^T dz_t
  *   GatedTanh: dapre_t = g_t (h_{t-1} - c_t) alpha_t (1 - alpha_t)
  *              dz_t = g_t (1 - alpha_t) (1 - c_t^2)                          carry_{t-1} = g_t alpha_t + W^T dz_t
- * dpre_t = dz_t; dh0 = carry_{-1}; dW = sum_t dz_t^T h_{t-1}: one fp32 GEMM after the kernel.
+ * dpre_t = dz_t; dh0 = carry_{-1}; dW = sum_t dz_t^T h_{t-1}: one GEMM after the kernel, in the inputs' dtype
+ * with fp32 accumulation and an fp32 result.
  *
- * Shapes: W^T [D,D] fp32 (the launcher transposes), apre [B,T,D] (GatedTanh), h0 [B,D] f32,
+ * Shapes: W^T [D,D] pre's dtype (the launcher transposes and converts), apre [B,T,D] (GatedTanh), h0 [B,D] f32,
  *   h_hist, c_hist [B,T,D] f32 (saved by the forward), dh [B,T,D] (pre's dtype), dh_T [B,D] f32,
- *   dzbuf [2,B,Dp] f32 (broadcast of dz_t), outputs dpre, dapre [B,T,D] (pre's dtype), dz32 [B,T,D] f32 (bf16
- *   inputs only; for fp32 inputs dpre is dz), dh0 [B,D] f32.
- * Work split: block g owns indices k in [g R, g R + R): rows of W^T (columns of W) resident in shared memory
- * in fp32, and the pointwise work of those k. A prologue computes dz_{T-1} for its k and writes it to
+ *   dzbuf [2,B,Dp] pre's dtype (broadcast of dz_t), outputs dpre, dapre [B,T,D] (pre's dtype), dh0 [B,D] f32.
+ * Work split: block g owns indices k in [g R, g R + R): rows of W^T (columns of W), held by the product of
+ * dense_elman.cuh (fp32 inputs: fp32 shared memory and FMA; bf16 inputs: bf16 MMA fragments, R = 16), and
+ * the pointwise work of those k. A prologue computes dz_{T-1} for its k and writes it to
  * dzbuf[(T-1)&1]; the grid syncs; then step t computes (W^T dz_t)[b,k] for its k and every b (block_matvec),
  * adds the gate term g_t alpha_t kept in shared memory, and, while t > 0, forms g_{t-1} and dz_{t-1} (writing
- * dpre, dapre, dz32 and dzbuf[(t-1)&1]) before one grid sync per step; at t = 0 it writes dh0. The loads for
+ * dpre, dapre and dzbuf[(t-1)&1]) before one grid sync per step; at t = 0 it writes dh0. The loads for
  * the pointwise step (dh, h_hist, c_hist, apre) are issued before the product so their latency hides under it.
- * Numerics: fp32 throughout (the carried gradient, dz broadcast in fp32 even for bf16 inputs, fp32 sums);
- * dpre/dapre are rounded to pre's dtype only on output, and dW uses the fp32 dz and h_hist.
+ * Numerics: the carried gradient, the pointwise math and the sums are fp32. dz_t is broadcast in pre's dtype:
+ * for bf16 inputs W^T dz_t sees the bf16-rounded dz_t, which is the dpre the caller gets and the dz the dW
+ * GEMM uses (bf16 x bf16 with fp32 accumulation, like a bf16-autocast matmul), so every consumer of dz_t sees
+ * the same values, and the broadcast's L2 traffic is halved. fp32 inputs keep everything in fp32.
  * Preconditions: contiguous CUDA tensors; the same size limits as the forward.
  */
 #include <ATen/cuda/CUDAContext.h>
@@ -38,16 +41,15 @@ namespace cg = cooperative_groups;
 
 template <typename scalar_t>
 struct BwdParams {
-  const float* WT;         // [D,D] fp32, WT[k][j] = W[j][k]
+  const scalar_t* WT;      // [D,D], WT[k][j] = W[j][k]
   const scalar_t* apre;    // [B,T,D] (GatedTanh) or nullptr
   const float* h0;         // [B,D]
   const float* h_hist;     // [B,T,D]
   const float* c_hist;     // [B,T,D] (GatedTanh) or nullptr
   const scalar_t* dh;      // [B,T,D] or nullptr (zero)
   const float* dh_T;       // [B,D] or nullptr (zero)
-  float* dzbuf;            // [2,B,Dp]: step t reads dzbuf[t&1], writes dzbuf[(t-1)&1]; columns >= D stay zero
+  scalar_t* dzbuf;         // [2,B,Dp]: step t reads dzbuf[t&1], writes dzbuf[(t-1)&1]; columns >= D stay zero
   scalar_t* dpre;          // [B,T,D]
-  float* dz32;             // [B,T,D] or nullptr (fp32 inputs: dpre holds dz)
   scalar_t* dapre;         // [B,T,D] (GatedTanh) or nullptr
   float* dh0;              // [B,D]
   int B, T, D, Dp, mode;
@@ -72,11 +74,11 @@ __device__ __forceinline__ PointIn load_point(const BwdParams<scalar_t>& p, int 
   return in;
 }
 
-// dz_t from g_t for one channel: writes dpre (and dz32, dapre) at o and dzbuf at dz_at; returns g_t alpha_t
+// dz_t from g_t for one channel: writes dpre (and dapre) at o and dzbuf at dz_at; returns g_t alpha_t
 // (GatedTanh; else 0), the part of carry_{t-1} that skips W.
 template <bool kGated, typename scalar_t>
 __device__ __forceinline__ float point_bwd(const BwdParams<scalar_t>& p, const PointIn& in, float g, int64_t o,
-                                           float* dz_at) {
+                                           scalar_t* dz_at) {
   float dz, q = 0.f;
   if (!kGated) {
     dz = p.mode == kTanh ? g * (1.f - in.h * in.h) : g;
@@ -86,22 +88,22 @@ __device__ __forceinline__ float point_bwd(const BwdParams<scalar_t>& p, const P
     dz = g * (1.f - a) * (1.f - in.c * in.c);
     q = g * a;
   }
-  p.dpre[o] = static_cast<scalar_t>(dz);
-  if (p.dz32) p.dz32[o] = dz;
-  *dz_at = dz;
+  const scalar_t dzq = static_cast<scalar_t>(dz);
+  p.dpre[o] = dzq;
+  *dz_at = dzq;
   return q;
 }
 
 // kGated: GatedTanh (else Tanh or Linear, told apart at run time): a template argument so that the pointwise
 // inputs held across the product take only the registers the mode needs.
-template <int R, bool kGated, typename scalar_t>
-__global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdParams<scalar_t> p) {
+template <class Prod, bool kGated>
+__global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdParams<typename Prod::scalar_t> p) {
+  using scalar_t = typename Prod::scalar_t;
+  constexpr int R = Prod::kRows;
   extern __shared__ float4 smem4[];
-  float* Ms = reinterpret_cast<float*>(smem4);       // rows k0.. of W^T, zero-padded (load_slice layout)
-  float* red = Ms + R * p.Dp;                         // [kWarps][kBTile][red_pitch(R)]
-  float* st = red + kWarps * kBTile * red_pitch(R);  // [B][R] g_t alpha_t of this block's indices
   const int k0 = blockIdx.x * R;
-  load_slice<R>(Ms, p.WT, k0, p.D, p.Dp);
+  Prod prod(smem4, p.WT, k0, p.D, p.Dp);  // rows k0.. of W^T
+  float* st = prod.end();                  // [B][R] g_t alpha_t of this block's indices
 
   cg::grid_group grid = cg::this_grid();
   const int bl = threadIdx.x / R, r = threadIdx.x - bl * R, k = k0 + r;
@@ -110,7 +112,7 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdP
 
   // Prologue: dz_{T-1} from g_{T-1} = dh_{T-1} + dh_T.
   {
-    float* dout = p.dzbuf + ((p.T - 1) & 1) * BDp;
+    scalar_t* dout = p.dzbuf + ((p.T - 1) & 1) * BDp;
     for (int b = bl; b < p.B; b += kBTile) {
       if (!mine) break;
       const int64_t o = (static_cast<int64_t>(b) * p.T + (p.T - 1)) * p.D + k;
@@ -119,22 +121,22 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdP
       st[b * R + r] = point_bwd<kGated>(p, in, g, o, dout + static_cast<int64_t>(b) * p.Dp + k);
     }
   }
-  __syncthreads();  // Ms complete
+  __syncthreads();  // the product's setup complete
   grid.sync();      // dz_{T-1} complete
 
   for (int t = p.T - 1; t >= 0; --t) {
-    const float* din = p.dzbuf + (t & 1) * BDp;
-    float* dout = p.dzbuf + ((t + 1) & 1) * BDp;  // holds dz_{t-1}
+    const scalar_t* din = p.dzbuf + (t & 1) * BDp;
+    scalar_t* dout = p.dzbuf + ((t + 1) & 1) * BDp;  // holds dz_{t-1}
     for (int b0 = 0; b0 < p.B; b0 += kBTile) {
       const int b = b0 + bl;
       const bool act = mine && b < p.B;
       const int64_t o = (static_cast<int64_t>(b) * p.T + (t - 1)) * p.D + k;  // channel (b, t-1, k)
       PointIn in;
       if (act && t > 0) in = load_point<kGated>(p, b, k, t - 1, o);  // issued now, consumed after the product
-      block_matvec<R>(Ms, p.Dp, din, p.B, b0, red);
+      prod.tile(din, p.B, b0);
       __syncthreads();
       if (act) {
-        float carry = reduce_warps<R>(red, bl, r);
+        float carry = prod.result(bl, r);
         if (kGated) carry += st[b * R + r];
         if (t == 0) {
           p.dh0[static_cast<int64_t>(b) * p.D + k] = carry;
@@ -142,41 +144,44 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdP
           st[b * R + r] = point_bwd<kGated>(p, in, in.dh + carry, o, dout + static_cast<int64_t>(b) * p.Dp + k);
         }
       }
-      __syncthreads();  // red is reused by the next tile
+      __syncthreads();  // the product's buffers are reused by the next tile
     }
     if (t > 0) grid.sync();  // dz_{t-1} complete in dzbuf before any block reads it
   }
 }
 
-template <int R, typename scalar_t>
-bool try_bwd(BwdParams<scalar_t>& p, cudaStream_t stream) {
-  const void* kernel = p.mode == kGatedTanh
-                            ? reinterpret_cast<const void*>(&dense_elman_bwd_kernel<R, true, scalar_t>)
-                            : reinterpret_cast<const void*>(&dense_elman_bwd_kernel<R, false, scalar_t>);
-  return try_cooperative_launch(kernel, R, p.D, smem_bytes(R, p.Dp, p.B), &p, stream);
+template <class Prod>
+bool try_bwd(BwdParams<typename Prod::scalar_t>& p, cudaStream_t stream) {
+  const void* kernel = p.mode == kGatedTanh ? reinterpret_cast<const void*>(&dense_elman_bwd_kernel<Prod, true>)
+                                            : reinterpret_cast<const void*>(&dense_elman_bwd_kernel<Prod, false>);
+  return try_cooperative_launch(kernel, Prod::kRows, p.D, smem_bytes<Prod>(p.Dp, p.B), &p, stream);
 }
 
-template <typename scalar_t, int... Rs>
-bool launch_bwd(BwdParams<scalar_t>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
-  return (try_bwd<Rs, scalar_t>(p, stream) || ...);
+template <int... Rs>
+bool launch_bwd(BwdParams<float>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
+  return (try_bwd<FmaProduct<Rs>>(p, stream) || ...);
+}
+
+template <int... Rs>
+bool launch_bwd(BwdParams<c10::BFloat16>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
+  return p.Dp / kKStep <= kWarps * kMmaMaxKt && try_bwd<MmaProduct>(p, stream);
 }
 
 template <typename scalar_t>
 void run_bwd(const at::Tensor& WT, const at::Tensor& apre, const at::Tensor& h0, const at::Tensor& h_hist,
              const at::Tensor& c_hist, const at::Tensor& dh, const at::Tensor& dh_T, at::Tensor& dpre,
-             const at::Tensor& dz32, at::Tensor& dapre, at::Tensor& dh0, int mode) {
+             at::Tensor& dapre, at::Tensor& dh0, int mode) {
   const int64_t B = h_hist.size(0), T = h_hist.size(1), D = h_hist.size(2), Dp = padded_width(D);
-  auto dzbuf = at::zeros({2, B, Dp}, h_hist.options());
-  BwdParams<scalar_t> p{WT.data_ptr<float>(),
+  auto dzbuf = at::zeros({2, B, Dp}, dpre.options());
+  BwdParams<scalar_t> p{WT.data_ptr<scalar_t>(),
                         apre.defined() ? apre.data_ptr<scalar_t>() : nullptr,
                         h0.data_ptr<float>(),
                         h_hist.data_ptr<float>(),
                         c_hist.defined() ? c_hist.data_ptr<float>() : nullptr,
                         dh.defined() ? dh.data_ptr<scalar_t>() : nullptr,
                         dh_T.defined() ? dh_T.data_ptr<float>() : nullptr,
-                        dzbuf.data_ptr<float>(),
+                        dzbuf.data_ptr<scalar_t>(),
                         dpre.data_ptr<scalar_t>(),
-                        dz32.defined() && !dz32.is_same(dpre) ? dz32.data_ptr<float>() : nullptr,
                         dapre.defined() ? dapre.data_ptr<scalar_t>() : nullptr,
                         dh0.data_ptr<float>(),
                         static_cast<int>(B),
@@ -189,8 +194,7 @@ void run_bwd(const at::Tensor& WT, const at::Tensor& apre, const at::Tensor& h0,
 
 template <>
 void run_bwd<double>(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                     const at::Tensor&, const at::Tensor&, at::Tensor&, const at::Tensor&, at::Tensor&, at::Tensor&,
-                     int) {
+                     const at::Tensor&, const at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&, int) {
   TORCH_CHECK(false, "dense_elman_bwd: float64 has no kernel; use the reference implementation");
 }
 
@@ -211,7 +215,7 @@ std::vector<at::Tensor> dense_elman_bwd(const at::Tensor& W_in, const at::Tensor
   auto io = f32.dtype(dtype);
   auto W = W_in.to(f32);
   TORCH_CHECK(W.dim() == 2 && W.size(0) == D && W.size(1) == D, "dense_elman_bwd: W must be [D,D]");
-  auto WT = W.t().contiguous();
+  auto WT = W.t().to(dtype).contiguous();
   auto h0 = h0_in.to(f32).contiguous();
   TORCH_CHECK(h0.sizes() == at::IntArrayRef({B, D}), "dense_elman_bwd: h0 must be [B,D]");
   const bool gated = mode == kGatedTanh;
@@ -230,16 +234,20 @@ std::vector<at::Tensor> dense_elman_bwd(const at::Tensor& W_in, const at::Tensor
   if (dh_T.defined()) TORCH_CHECK(dh_T.sizes() == at::IntArrayRef({B, D}), "dense_elman_bwd: dh_T must be [B,D]");
 
   auto dpre = ops::empty_output({B, T, D}, io);
-  auto dz32 = dtype == at::kFloat ? dpre : ops::empty_output({B, T, D}, f32);
   at::Tensor dapre = gated ? ops::empty_output({B, T, D}, io) : at::Tensor();
   auto dh0 = ops::empty_output({B, D}, f32);
   ELMAN_DISPATCH_FLOAT_BF16(dtype, "dense_elman_bwd", [&] {
-    run_bwd<scalar_t>(WT, apre, h0, h_hist, c_hist, dh, dh_T, dpre, dz32, dapre, dh0, static_cast<int>(mode));
+    run_bwd<scalar_t>(WT, apre, h0, h_hist, c_hist, dh, dh_T, dpre, dapre, dh0, static_cast<int>(mode));
   });
-  // dW[j,k] = sum_{b,t} dz[b,t,j] h_{t-1}[b,k]: one fp32 GEMM over the B*T steps.
-  auto h_prev = at::cat({h0.unsqueeze(1), h_hist.narrow(1, 0, T - 1)}, 1);
+  // dW[j,k] = sum_{b,t} dz[b,t,j] h_{t-1}[b,k]: one GEMM over the B*T steps in the inputs' dtype (bf16: the
+  // bf16 dz of the scan and the bf16-rounded states, as the output h has them), fp32 accumulation and result.
+  auto h_prev = at::cat({h0.unsqueeze(1), h_hist.narrow(1, 0, T - 1)}, 1).to(dtype);
   auto dW = ops::empty_output({D, D}, f32);
-  at::mm_out(dW, dz32.view({B * T, D}).t(), h_prev.view({B * T, D}));
+  if (dtype == at::kFloat) {
+    at::mm_out(dW, dpre.view({B * T, D}).t(), h_prev.view({B * T, D}));
+  } else {
+    at::mm_out(dW, dpre.view({B * T, D}).t(), h_prev.view({B * T, D}), at::kFloat);
+  }
   return {dpre, dW, dapre, dh0};
 }
 

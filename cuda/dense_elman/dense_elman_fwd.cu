@@ -5,20 +5,21 @@
  *   GatedTanh: alpha_t = sigmoid(apre_t), c_t = tanh(z_t), h_t = alpha_t h_{t-1} + (1 - alpha_t) c_t
  *
  * Shapes (rightmost fastest): B batch, T time, D state width, Dp = D rounded up to 16.
- *   pre, apre [B,T,D] (f32|bf16)  W [D,D] fp32 (converted by the launcher)  h0, h_T [B,D] fp32
- *   h [B,T,D] pre's dtype  h_hist, c_hist [B,T,D] fp32  hbuf [2,B,Dp] (broadcast copy of the state)
- * Work split: block g owns rows j in [g R, g R + R) of W, kept in shared memory in fp32 for the whole launch
- * (R from {2,4,8,10,12,16}: the smallest whose ceil(D/R) blocks are co-resident, one 512-thread block per
- * SM; on an H100 (132 SMs) D=1024 gets R=8, D=1280 R=10, D=1536 R=12, all on 128 blocks; ELMAN_DENSE_ROWS
- * forces R). Per step t every block reads h_{t-1} for all B x D from hbuf[(t+1)&1] (through L2), computes
- * z for its rows and every b in tiles of 32 (block_matvec in dense_elman.cuh, fp32 accumulation), applies
- * the mode, writes h_t to h, h_hist, hbuf[t&1] (and c_t to c_hist), and the grid syncs once (cg grid.sync).
+ *   pre, apre [B,T,D] (f32|bf16)  W [D,D] pre's dtype (converted by the launcher)  h0, h_T [B,D] fp32
+ *   h [B,T,D] pre's dtype  h_hist, c_hist [B,T,D] fp32  hbuf [2,B,Dp] pre's dtype (broadcast copy of the state)
+ * Work split: block g owns rows j in [g R, g R + R) of W for the whole launch (dense_elman.cuh's products):
+ * fp32 inputs keep the rows in fp32 shared memory and use CUDA-core FMA (R from {2,4,8,10,12,16}: the
+ * smallest whose ceil(D/R) blocks are co-resident, one 512-thread block per SM; on an H100 (132 SMs)
+ * D=1280 gets R=10 on 128 blocks; ELMAN_DENSE_ROWS forces R); bf16 inputs keep 16 rows in registers as bf16
+ * MMA fragments (D=1280: 80 blocks). Per step t every block reads h_{t-1} for all B x D from hbuf[(t+1)&1]
+ * (through L2), computes z for its rows and every b in tiles of 32, applies the mode, writes h_t to h,
+ * h_hist, hbuf[t&1] (and c_t to c_hist), and the grid syncs once (cg grid.sync).
  * The state of a block's own rows also lives in shared memory in fp32 (GatedTanh's blend uses it).
  * Saved for backward (by ops/dense_elman): h_hist, and c_hist for GatedTanh.
- * Numerics: fp32 state, fp32 products and sums. The broadcast copy hbuf has pre's dtype: fp32 for fp32
- * inputs, and for bf16 inputs the bf16-rounded state (the same values as the output h), which halves the L2
- * traffic of the per-step broadcast; the state itself, h_hist and h_T stay fp32. tanh/sigmoid through __expf
- * (about 1e-7 relative).
+ * Numerics: the state, h_hist, h_T, the products' sums and the pointwise math are fp32. fp32 inputs: fp32 W
+ * and an fp32 broadcast. bf16 inputs: W h_{t-1} is a bf16 x bf16 product with fp32 accumulation (W rounded
+ * to bf16, the state broadcast as the bf16 values of the output h), as a bf16-autocast matmul would compute
+ * it. tanh/sigmoid through __expf (about 1e-7 relative).
  * Preconditions: contiguous CUDA tensors; B*T*D < 2^62; D small enough that the fp32 row slices fit (about
  * D <= 16 x SM count); the device supports cooperative launches. hbuf: zeros with hbuf[1][:, :D] = h0.
  */
@@ -36,13 +37,13 @@ namespace {
 using namespace dense;
 namespace cg = cooperative_groups;
 
-template <typename scalar_t, typename VT>
+template <typename scalar_t>
 struct FwdParams {
-  const float* W;         // [D,D] fp32
+  const scalar_t* W;      // [D,D]
   const scalar_t* pre;    // [B,T,D]
   const scalar_t* apre;   // [B,T,D] (GatedTanh) or nullptr
   const float* h0;        // [B,D]
-  VT* hbuf;               // [2,B,Dp]: step t reads hbuf[(t+1)&1], writes hbuf[t&1]; columns >= D stay zero
+  scalar_t* hbuf;         // [2,B,Dp]: step t reads hbuf[(t+1)&1], writes hbuf[t&1]; columns >= D stay zero
   scalar_t* h;            // [B,T,D]
   float* h_hist;          // [B,T,D]
   float* c_hist;          // [B,T,D] (GatedTanh) or nullptr
@@ -50,14 +51,14 @@ struct FwdParams {
   int B, T, D, Dp, mode;
 };
 
-template <int R, typename scalar_t, typename VT>
-__global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdParams<scalar_t, VT> p) {
+template <class Prod>
+__global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdParams<typename Prod::scalar_t> p) {
+  using scalar_t = typename Prod::scalar_t;
+  constexpr int R = Prod::kRows;
   extern __shared__ float4 smem4[];
-  float* Ws = reinterpret_cast<float*>(smem4);       // rows j0.. of W, zero-padded (load_slice layout)
-  float* red = Ws + R * p.Dp;                         // [kWarps][kBTile][red_pitch(R)]
-  float* st = red + kWarps * kBTile * red_pitch(R);  // [B][R] fp32 state h_{t-1} of this block's rows
   const int j0 = blockIdx.x * R;
-  load_slice<R>(Ws, p.W, j0, p.D, p.Dp);
+  Prod prod(smem4, p.W, j0, p.D, p.Dp);  // rows j0.. of W
+  float* st = prod.end();                 // [B][R] fp32 state h_{t-1} of this block's rows
   for (int i = threadIdx.x; i < p.B * R; i += kThreads) {
     const int b = i / R, j = j0 + (i - b * R);
     st[i] = j < p.D ? p.h0[static_cast<int64_t>(b) * p.D + j] : 0.f;
@@ -71,8 +72,8 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdP
   const bool gated = p.mode == kGatedTanh;
   const int64_t BDp = static_cast<int64_t>(p.B) * p.Dp;
   for (int t = 0; t < p.T; ++t) {
-    const VT* hin = p.hbuf + ((t + 1) & 1) * BDp;
-    VT* hout = p.hbuf + (t & 1) * BDp;
+    const scalar_t* hin = p.hbuf + ((t + 1) & 1) * BDp;
+    scalar_t* hout = p.hbuf + (t & 1) * BDp;
     for (int b0 = 0; b0 < p.B; b0 += kBTile) {
       const int b = b0 + bl;
       const bool act = mine && b < p.B;
@@ -82,10 +83,10 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdP
         x = static_cast<float>(p.pre[o]);
         if (gated) ap = static_cast<float>(p.apre[o]);
       }
-      block_matvec<R>(Ws, p.Dp, hin, p.B, b0, red);
+      prod.tile(hin, p.B, b0);
       __syncthreads();
       if (act) {
-        const float z = x + reduce_warps<R>(red, bl, r);
+        const float z = x + prod.result(bl, r);
         float hn;
         if (p.mode == kTanh) {
           hn = tanh_f(z);
@@ -99,39 +100,42 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdP
         st[b * R + r] = hn;
         p.h[o] = static_cast<scalar_t>(hn);
         p.h_hist[o] = hn;
-        hout[static_cast<int64_t>(b) * p.Dp + j] = static_cast<VT>(hn);
+        hout[static_cast<int64_t>(b) * p.Dp + j] = static_cast<scalar_t>(hn);
         if (t == p.T - 1) p.h_T[static_cast<int64_t>(b) * p.D + j] = hn;
       }
-      __syncthreads();  // red is reused by the next tile
+      __syncthreads();  // the product's buffers are reused by the next tile
     }
     if (t + 1 < p.T) grid.sync();  // h_t complete in hbuf before any block reads it
   }
 }
 
-template <int R, typename scalar_t, typename VT>
-bool try_fwd(FwdParams<scalar_t, VT>& p, cudaStream_t stream) {
-  return try_cooperative_launch(reinterpret_cast<const void*>(&dense_elman_fwd_kernel<R, scalar_t, VT>), R, p.D,
-                                smem_bytes(R, p.Dp, p.B), &p, stream);
+template <class Prod>
+bool try_fwd(FwdParams<typename Prod::scalar_t>& p, cudaStream_t stream) {
+  return try_cooperative_launch(reinterpret_cast<const void*>(&dense_elman_fwd_kernel<Prod>), Prod::kRows, p.D,
+                                smem_bytes<Prod>(p.Dp, p.B), &p, stream);
 }
 
-template <typename scalar_t, typename VT, int... Rs>
-bool launch_fwd(FwdParams<scalar_t, VT>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
-  return (try_fwd<Rs, scalar_t, VT>(p, stream) || ...);
+template <int... Rs>
+bool launch_fwd(FwdParams<float>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
+  return (try_fwd<FmaProduct<Rs>>(p, stream) || ...);
 }
 
-// Broadcast type of the state: the input dtype (fp32, or bf16 for bf16 inputs).
+template <int... Rs>
+bool launch_fwd(FwdParams<c10::BFloat16>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
+  return p.Dp / kKStep <= kWarps * kMmaMaxKt && try_fwd<MmaProduct>(p, stream);
+}
+
 template <typename scalar_t>
 void run_fwd(const at::Tensor& pre, const at::Tensor& W, const at::Tensor& apre, const at::Tensor& h0, at::Tensor& h,
              at::Tensor& h_hist, at::Tensor& c_hist, at::Tensor& h_T, int mode) {
-  using VT = scalar_t;
   const int64_t B = pre.size(0), T = pre.size(1), D = pre.size(2), Dp = padded_width(D);
   auto hbuf = at::zeros({2, B, Dp}, pre.options());
   hbuf.select(0, 1).narrow(1, 0, D).copy_(h0);
-  FwdParams<scalar_t, VT> p{W.data_ptr<float>(),
+  FwdParams<scalar_t> p{W.data_ptr<scalar_t>(),
                             pre.data_ptr<scalar_t>(),
                             apre.defined() ? apre.data_ptr<scalar_t>() : nullptr,
                             h0.data_ptr<float>(),
-                            hbuf.data_ptr<VT>(),
+                            hbuf.data_ptr<scalar_t>(),
                             h.data_ptr<scalar_t>(),
                             h_hist.data_ptr<float>(),
                             c_hist.defined() ? c_hist.data_ptr<float>() : nullptr,
@@ -166,7 +170,7 @@ std::vector<at::Tensor> dense_elman_fwd(const at::Tensor& pre_in, const at::Tens
   auto f32 = pre.options().dtype(at::kFloat);
   TORCH_CHECK(W_in.dim() == 2 && W_in.size(0) == D && W_in.size(1) == D, "dense_elman_fwd: W must be [D,D] = [", D,
               ",", D, "], got ", W_in.sizes());
-  auto W = W_in.to(f32).contiguous();
+  auto W = W_in.to(pre.scalar_type()).contiguous();
   auto h0 = h0_in.to(f32).contiguous();
   TORCH_CHECK(h0.dim() == 2 && h0.size(0) == B && h0.size(1) == D, "dense_elman_fwd: h0 must be [B,D] = [", B, ",",
               D, "], got ", h0.sizes());

@@ -28,13 +28,14 @@ namespace elman::ops {
 // Returns {h [B,T,D] in pre's dtype: every state h_1..h_T, h_T [B,D] float32}. Differentiable with respect
 // to pre, W, apre and h0, with gradients flowing in from both outputs (either may be unused).
 // Gradients come back in each input's dtype (dW in W's dtype, accumulated in fp32).
-// The kernel is one persistent cooperative launch per direction: each block keeps a slice of rows of W
-// (forward) or of W^T (backward) in fp32 shared memory for all T, the state and the carried gradient are
-// fp32, and one grid-wide sync separates the steps. It saves the fp32 state history [B,T,D] (plus tanh(z)
-// for GatedTanh) for the backward pass, and forms dW = sum_t dz_t^T h_{t-1} as one fp32 GEMM afterwards.
-// For bf16 inputs the state is broadcast between blocks in bf16 (the values of the output h), so W h_{t-1}
-// sees the bf16-rounded state while the recurrence itself stays fp32. D is limited by shared memory to
-// about 16 x the SM count (2112 on an H100); larger D throws.
+// The kernel is one persistent cooperative launch per direction: each block owns a slice of rows of W
+// (forward) or of W^T (backward) for all T, the state and the carried gradient are fp32, and one grid-wide
+// sync separates the steps. It saves the fp32 state history [B,T,D] (plus tanh(z) for GatedTanh) for the
+// backward pass, and forms dW = sum_t dz_t^T h_{t-1} as one GEMM afterwards. fp32 inputs compute in fp32
+// throughout. bf16 inputs compute W h_{t-1}, W^T dz_t and dW as bf16 x bf16 tensor-core products with fp32
+// accumulation (as under bf16 autocast): W rounded to bf16, the state and dz broadcast as the bf16 values of
+// the outputs h and dpre, while the recurrence itself stays fp32 (README.md in this folder has the design
+// and measurements). D is limited to about 16 x the SM count (2112 on an H100); larger D throws.
 std::vector<torch::Tensor> dense_elman(const torch::Tensor& pre, const torch::Tensor& W, const torch::Tensor& apre,
                                        const torch::Tensor& h0, DenseMode mode, Impl impl);
 

@@ -1,0 +1,146 @@
+// elman-opbench: times one recurrent op alone (forward, and forward + backward) on the GPU with CUDA events,
+// for tuning kernels; scripts/bench_ops.sh runs the usual set. The training-step throughput of whole models
+// is scripts/bench.sh's job.
+//
+// Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference]
+//                         [--iters 10]
+//   OP: dense-tanh | dense-linear | dense-gated | diag-e61 (see kOps below).
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+#include "ops/dense_elman/dense_elman.h"
+#include "ops/gated_diag/gated_diag.h"
+
+namespace {
+using elman::ops::Impl;
+
+struct Shape {
+  int64_t B = 32, T = 512, D = 1280;
+  torch::Dtype dtype = torch::kBFloat16;
+  Impl impl = Impl::Kernel;
+};
+
+// An op under test: makes its inputs (leaf tensors that need grad) and runs the forward, returning the
+// tensors whose sum is back-propagated.
+struct OpCase {
+  std::function<std::vector<torch::Tensor>(const Shape&)> inputs;
+  std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&, const Shape&)> forward;
+};
+
+torch::Tensor leaf(torch::Tensor t) { return t.requires_grad_(true); }
+
+OpCase dense(elman::ops::DenseMode mode) {
+  return {[mode](const Shape& s) {
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            std::vector<torch::Tensor> in = {
+                leaf(torch::randn({s.B, s.T, s.D}, o.dtype(s.dtype))),
+                leaf(torch::randn({s.D, s.D}, o) * (0.9 / std::sqrt(static_cast<double>(s.D)))),
+                leaf(torch::randn({s.B, s.D}, o) * 0.1)};
+            if (mode == elman::ops::DenseMode::GatedTanh) in.push_back(leaf(torch::randn({s.B, s.T, s.D}, o.dtype(s.dtype))));
+            return in;
+          },
+          [mode](const std::vector<torch::Tensor>& in, const Shape& s) {
+            auto apre = in.size() > 3 ? in[3] : torch::Tensor();
+            return elman::ops::dense_elman(in[0], in[1], apre, in[2], mode, s.impl);
+          }};
+}
+
+OpCase diag(elman::ops::DiagCell cell) {
+  return {[cell](const Shape& s) {
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            const auto P = static_cast<int64_t>(elman::ops::diag_cell_info(cell).params.size());
+            return std::vector<torch::Tensor>{leaf(torch::randn({s.B, s.T, 2 * s.D}, o.dtype(s.dtype))),
+                                              leaf(torch::randn({P, s.D}, o) * 0.5),
+                                              leaf(torch::randn({s.B, s.D}, o) * 0.1)};
+          },
+          [cell](const std::vector<torch::Tensor>& in, const Shape& s) {
+            return elman::ops::gated_diag(cell, in[0], in[1], in[2], s.impl);
+          }};
+}
+
+const std::map<std::string, OpCase>& ops() {
+  static const std::map<std::string, OpCase> m = {
+      {"dense-tanh", dense(elman::ops::DenseMode::Tanh)},
+      {"dense-linear", dense(elman::ops::DenseMode::Linear)},
+      {"dense-gated", dense(elman::ops::DenseMode::GatedTanh)},
+      {"diag-e61", diag(elman::ops::DiagCell::E61)},
+  };
+  return m;
+}
+
+// Mean milliseconds of fn over iters runs after one warm-up run.
+double time_ms(const std::function<void()>& fn, int iters) {
+  fn();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a), cudaEventCreate(&b);
+  const auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  cudaEventRecord(a, stream);
+  for (int i = 0; i < iters; ++i) fn();
+  cudaEventRecord(b, stream);
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  return ms / iters;
+}
+
+[[noreturn]] void usage(const std::string& why) {
+  std::string names;
+  for (const auto& [k, v] : ops()) names += (names.empty() ? "" : ", ") + k;
+  throw std::invalid_argument(why + "\nusage: elman-opbench OP [--B n] [--T n] [--D n] [--dtype bf16|f32] "
+                              "[--impl kernel|reference] [--iters n]; OP is one of " + names);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc < 2) usage("no op given");
+    const std::string name = argv[1];
+    const auto it = ops().find(name);
+    if (it == ops().end()) usage("unknown op '" + name + "'");
+    Shape s;
+    int iters = 10;
+    for (int i = 2; i < argc; i += 2) {
+      const std::string k = argv[i];
+      if (i + 1 >= argc) usage(k + " needs a value");
+      const std::string v = argv[i + 1];
+      if (k == "--B") s.B = std::stoll(v);
+      else if (k == "--T") s.T = std::stoll(v);
+      else if (k == "--D") s.D = std::stoll(v);
+      else if (k == "--iters") iters = std::stoi(v);
+      else if (k == "--dtype" && (v == "bf16" || v == "f32")) s.dtype = v == "bf16" ? torch::kBFloat16 : torch::kFloat;
+      else if (k == "--impl" && (v == "kernel" || v == "reference")) s.impl = v == "kernel" ? Impl::Kernel : Impl::Reference;
+      else usage("bad option " + k + " " + v);
+    }
+    if (!torch::cuda::is_available()) throw std::runtime_error("elman-opbench needs a CUDA GPU");
+    torch::manual_seed(0);
+    const OpCase& op = it->second;
+    auto in = op.inputs(s);
+    const double fwd = time_ms([&] {
+      torch::NoGradGuard ng;
+      op.forward(in, s);
+    }, iters);
+    const double both = time_ms([&] {
+      auto out = op.forward(in, s);
+      auto loss = out[0].sum();
+      for (size_t i = 1; i < out.size(); ++i) loss = loss + out[i].sum();
+      loss.backward();
+    }, iters);
+    std::printf("%-14s B=%-3lld T=%-5lld D=%-5lld %-5s %-10s fwd %8.3f ms  fwd+bwd %8.3f ms  bwd %8.3f ms\n",
+                name.c_str(), static_cast<long long>(s.B), static_cast<long long>(s.T), static_cast<long long>(s.D),
+                s.dtype == torch::kBFloat16 ? "bf16" : "f32", elman::ops::impl_name(s.impl), fwd, both, both - fwd);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "elman-opbench: %s\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Times the recurrent ops alone (forward, forward + backward) at the 100M shapes, batch 32 x 512, with
+# CUDA events: our kernels and, with --reference, the pure-LibTorch references beside them. For kernel
+# tuning; model throughput is scripts/bench.sh. Needs a CUDA GPU and a build (scripts/setup.sh).
+# Usage: scripts/bench_ops.sh [--reference] [OP:D ...]   (default: the dense cells at their 100M widths)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${ELMAN_BUILD_DIR:-$root/build}"
+ref=0 cases=()
+for a in "$@"; do
+  if [ "$a" = --reference ]; then ref=1; else cases+=("$a"); fi
+done
+# D = dim x expansion of the 100M configs: E1/E56 640 x 2, E42 768 x 2, E63 512 x 2, E66 640 x 2.
+[ ${#cases[@]} -gt 0 ] || cases=(dense-tanh:1280 dense-linear:1536 dense-gated:1024 dense-gated:1280 diag-e61:1280)
+for c in "${cases[@]}"; do
+  op="${c%%:*}" D="${c#*:}"
+  for dtype in bf16 f32; do
+    "$build/elman-opbench" "$op" --D "$D" --dtype "$dtype"
+    [ "$ref" = 0 ] || "$build/elman-opbench" "$op" --D "$D" --dtype "$dtype" --impl reference --iters 2
+  done
+done
