@@ -49,6 +49,7 @@ __global__ void __launch_bounds__(L::kThreads) delta_matrix_fwd_kernel(const Par
     normalize_keys<L>(st, len);
     __syncthreads();
     if (seg + 1 < p.nseg) pf.load(p, b, h, t0 + K, min(K, p.T - t0 - K));  // in flight during the steps
+#pragma unroll 4  // lets the next steps' shared-memory loads issue ahead of this step's shuffle chain
     for (int s = 0; s < len; ++s) {
       float d;
       const float u = step_forward<L>(S, st, s, row, c0, d);
