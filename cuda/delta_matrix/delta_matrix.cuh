@@ -11,11 +11,11 @@
 //     holds RW = 32 / TPR rows and the block has NW = NP / RW warps (NP 8: 1 warp, 16: 4, 32: 8, 48: 12,
 //     64: 16 warps). The state lives in J fp32 registers per thread for the whole launch.
 //   * row sums (r = S khat, u = S q, and in the backward dd and dbeta) are J FMAs and log2(TPR) xor shuffles
-//     inside the lane group; column sums (backward dkhat, dq) are log2(RW) xor shuffles across the row groups
-//     of a warp, then one shared-memory atomic add per column and warp.
+//     inside the lane group; column sums (backward dkhat, dq) are a reduce-scatter over the warp's rows
+//     (column_sum), stored as per-warp partials in shared memory and added up once per segment.
 //   * the padding is exact: padded k, v, q are zero, so padded rows and columns of S stay zero (and so do
 //     their gradients) and any n from 1 to 64 runs on the next larger NP.
-// Inputs are staged per segment of K steps (K = 16 for NP <= 32, 8 for 48 and 64; also the checkpoint
+// Inputs are staged per segment of K steps (K = 16 for NP <= 32, 8 for 48, 6 for 64; also the checkpoint
 // interval): k, v, q and beta = sigmoid(b~ + b_beta) (1 when ungated) as fp32 in shared memory, then one warp
 // per step replaces k by khat = k / (||k|| + 1e-6). The global loads for a segment are issued into registers
 // while the previous segment runs (Prefetch), so only the shared-memory stores and two __syncthreads remain.
@@ -43,7 +43,7 @@ using Layout8 = Layout<8, 2, 16>;
 using Layout16 = Layout<16, 2, 16>;
 using Layout32 = Layout<32, 4, 16>;
 using Layout48 = Layout<48, 6, 8>;
-using Layout64 = Layout<64, 8, 8>;
+using Layout64 = Layout<64, 8, 6>;
 
 // Calls f(LayoutX{}) for the smallest layout that holds an n x n state (1 <= n <= 64).
 template <typename F>
@@ -94,12 +94,40 @@ __device__ __forceinline__ float group_sum(float x) {
   return x;
 }
 
-// Sum over the lanes that share lane % TPR (the same columns of the warp's rows); every lane gets it.
-template <int TPR>
-__device__ __forceinline__ float column_sum(float x) {
+// Column sums over the RW rows of a warp (the lanes that share lane % TPR), reduce-scattered: at each row bit
+// (xor offsets TPR, 2 TPR, .. 16) while the count of values is even, the lane with the bit set keeps the upper
+// half of its window and sends the lower half (and its partner the reverse), so the count halves per level;
+// once it is odd the remaining levels add whole windows. On return a[0 .. column_sum_count<TPR, J>()) hold the
+// sums for columns c0 + base + i of the thread's columns; lanes that differ only in the whole-window levels
+// hold identical copies. Shuffles per array: J - count at NP 32 (3 instead of 2 J).
+template <int TPR, int J>
+__host__ __device__ constexpr int column_sum_count() {
+  int cnt = J;
+  for (int off = TPR; off < 32; off <<= 1)
+    if (cnt % 2 == 0) cnt /= 2;
+  return cnt;
+}
+
+template <int OFF, int CNT, int J>
+__device__ __forceinline__ void column_sum(float (&a)[J], int lane, int& base) {
+  if constexpr (OFF < 32) {
+    if constexpr (CNT % 2 == 0) {
+      constexpr int half = CNT / 2;
+      const bool upper = lane & OFF;
 #pragma unroll
-  for (int off = TPR; off < 32; off <<= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
-  return x;
+      for (int i = 0; i < half; ++i) {
+        const float send = upper ? a[i] : a[i + half];
+        const float keep = upper ? a[i + half] : a[i];
+        a[i] = keep + __shfl_xor_sync(0xffffffffu, send, OFF);
+      }
+      if (upper) base += half;
+      column_sum<OFF * 2, half, J>(a, lane, base);
+    } else {
+#pragma unroll
+      for (int i = 0; i < CNT; ++i) a[i] += __shfl_xor_sync(0xffffffffu, a[i], OFF);
+      column_sum<OFF * 2, CNT, J>(a, lane, base);
+    }
+  }
 }
 
 // J consecutive floats from shared memory (16- or 8-byte aligned: NP is a multiple of 8, c0 of J).

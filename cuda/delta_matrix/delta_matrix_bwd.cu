@@ -16,7 +16,7 @@
  * loaded into registers while the previous segment ran; the next segment's loads are issued now); recompute
  * the K states once, keeping all of them in registers (K + 1 arrays of J floats per thread, loops fully
  * unrolled) with d and du per step; walk the K steps backwards as above (no block-wide sync: each warp owns its
- * rows; column sums go through xor shuffles into per-warp shared-memory partials, deterministic); then one
+ * rows; column sums are reduce-scattered by xor shuffles into per-warp shared-memory partials, deterministic); then one
  * __syncthreads and a pass (one warp per step) that sums the warps' partials, applies the L2-norm backward and
  * writes dproj = [dk | dv | dq (| db~)] in proj's dtype. Recompute is O(T) in total (each step once).
  * db_beta: per-(b, h) fp32 sums of db~ over T, summed over B on the host.
@@ -129,12 +129,15 @@ __global__ void __launch_bounds__(L::kThreads) delta_matrix_bwd_kernel(const Par
 #pragma unroll
         for (int j = 0; j < J; ++j) dS[j] = fmaf(dpre[j], be, -dd * kh[j]);
         if (p.gated) db = group_sum<TPR>(db);
+        float ca[J], cb[J];
 #pragma unroll
-        for (int j = 0; j < J; ++j) {
-          const float a = column_sum<TPR>(fmaf(dpre[j], d, -Sg[s][j] * dd));
-          const float c = column_sum<TPR>(du * Sg[s + 1][j]);
-          if (j % RW == rw) sm.pkh[warp][s][c0 + j] = a, sm.pq[warp][s][c0 + j] = c;
-        }
+        for (int j = 0; j < J; ++j) ca[j] = fmaf(dpre[j], d, -Sg[s][j] * dd), cb[j] = du * Sg[s + 1][j];
+        int base = 0, base_b = 0;
+        column_sum<TPR, J, J>(ca, lane, base);
+        column_sum<TPR, J, J>(cb, lane, base_b);
+#pragma unroll
+        for (int i = 0; i < column_sum_count<TPR, J>(); ++i)
+          sm.pkh[warp][s][c0 + base + i] = ca[i], sm.pq[warp][s][c0 + base + i] = cb[i];
         if (tl == 0) {
           const float dbt = db * be * (1.f - be);
           sm.dv[s][row] = dd, sm.dbt[s][row] = dbt;

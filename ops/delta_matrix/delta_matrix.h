@@ -24,8 +24,8 @@ namespace elman::ops {
 // and S0 with gradients flowing in from both outputs (either may be unused); gradients come back in each
 // input's dtype.
 // The kernel (cuda/delta_matrix/) runs one block per (batch, head) with the state in fp32 registers, saves fp32
-// checkpoints of the state every K steps (K = 16 for n <= 32, else 8), and its backward recomputes each
-// segment once from its checkpoint and walks it in reverse with an fp32 carried gradient.
+// checkpoints of the state every K steps (K = 16 for n <= 32, 8 for n <= 48, else 6), and its backward
+// recomputes each segment once from its checkpoint and walks it in reverse with an fp32 carried gradient.
 std::vector<torch::Tensor> delta_matrix(const torch::Tensor& proj, const torch::Tensor& b_beta, const torch::Tensor& S0,
                                         int64_t heads, int64_t n_state, Impl impl);
 
