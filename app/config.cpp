@@ -227,6 +227,18 @@ Command parse_command_line(int argc, const char* const* argv) {
 }
 
 models::ModelConfig resolve(Config& c) {
+  if (const auto sized = models::parse_sized_name(c.model)) {  // e.g. E75h4n32 = e75 --heads 4 --nstate 32
+    auto take = [&](int64_t& field, int64_t value, const std::string& key) {
+      if (value == 0) return;
+      if (field != 0 && field != value)
+        throw UsageError("--" + key + " " + std::to_string(field) + " contradicts model name '" + c.model +
+                         "'; drop one of them");
+      field = value;
+    };
+    take(c.heads, sized->heads, "heads");
+    take(c.nstate, sized->nstate, "nstate");
+    c.model = sized->model;
+  }
   const models::ModelSpec* spec = nullptr;
   try {
     spec = &models::find_model(c.model);

@@ -1,10 +1,12 @@
 #include "models/registry.h"
 
 #include <cstdlib>
+#include <regex>
 #include <stdexcept>
 
 #include "models/lm.h"
 #include "models/mixers/dense_elman.h"
+#include "models/mixers/delta_matrix.h"
 #include "models/mixers/gated_diag.h"
 #include "models/mixers/llama.h"
 
@@ -35,6 +37,8 @@ const std::vector<ModelSpec>& all_models() {
       {"e66", "E66 low-rank-h Elman, rank max(D/4, 16) (spec 2.11)", make_dense_elman<DenseCell::E66>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e67", "E67 h-gated Elman (spec 2.12)", make_gated_diag<ops::DiagCell::E67>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e68", "E68 self-gating Elman (spec 2.13)", make_gated_diag<ops::DiagCell::E68>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e74", "E74 full-matrix delta-rule memory, no gate, tanh (spec 2.18)", make_delta_matrix<DeltaCell::E74Full>, nullptr, defaults(1536, 20, 2.0, 0, 32), kNstate, true},
+      {"e75", "E75 multi-head gated delta-rule memory (spec 2.20); E75h4n32 = --heads 4 --nstate 32", make_delta_matrix<DeltaCell::E75>, nullptr, defaults(1920, 20, 1.0, 4, 32), kHeads | kNstate, true},
       {"llama", "Llama transformer: RoPE attention + SwiGLU (spec 2.22)", make<LlamaAttention>, make<SwiGLU>, defaults(640, 20), kHeads, false},
   };
   return models;
@@ -44,6 +48,13 @@ const ModelSpec& find_model(const std::string& name) {
   for (const auto& m : all_models())
     if (m.name == name) return m;
   throw std::invalid_argument("unknown model '" + name + "' (valid models: " + model_names() + ")");
+}
+
+std::optional<SizedName> parse_sized_name(const std::string& name) {
+  static const std::regex e75(R"([Ee]75h([1-9][0-9]{0,3})(?:n([1-9][0-9]{0,3}))?)");
+  std::smatch m;
+  if (!std::regex_match(name, m, e75)) return std::nullopt;
+  return SizedName{"e75", std::stoll(m[1].str()), m[2].matched ? std::stoll(m[2].str()) : 0};
 }
 
 std::string model_names() {

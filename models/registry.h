@@ -2,6 +2,7 @@
 // and the options it takes. Unknown names fail with the list of valid names.
 #pragma once
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,15 @@ struct ModelSpec {
 
 const std::vector<ModelSpec>& all_models();
 const ModelSpec& find_model(const std::string& name);  // throws std::invalid_argument listing valid names
-std::string model_names();                             // "e61, llama"
+std::string model_names();
+
+// The seed reports' names that carry sizes: "E75h4n32" (or "e75h4n32") is e75 with heads 4 and nstate 32,
+// "E75h4" is e75 with heads 4 and its default nstate (0 here). Any other name: nullopt.
+struct SizedName {
+  std::string model;
+  int64_t heads = 0, nstate = 0;
+};
+std::optional<SizedName> parse_sized_name(const std::string& name);                             // "e61, llama"
 
 // Exact parameter count of a model, computed by building it on the meta device (no memory, no init).
 // Throws std::invalid_argument when the configuration is not buildable (e.g. dim not divisible by heads).

@@ -74,7 +74,7 @@ TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[con
     auto cmd = parse(args);
     return app::resolve(cmd.config);
   };
-  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, llama");
+  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e74, e75, llama");
   require_usage_error([&] { resolve({"--model", "llama", "--dim", "100"}); }, "multiple of");
   require_usage_error([&] { resolve({"--model", "llama", "--expansion", "2"}); }, "does not take --expansion");
   require_usage_error([&] { resolve({"--model", "e61", "--nstate", "32"}); }, "does not take --nstate");
@@ -118,7 +118,20 @@ TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[confi
       {"bench-100m/E63.yaml", 84068864}, {"bench-100m/E66.yaml", 114916480},
       {"bench-100m/E61.yaml", 98532480}, {"bench-100m/E62.yaml", 98532480}, {"bench-100m/E64.yaml", 98532480},
       {"bench-100m/E65.yaml", 98558080}, {"bench-100m/E67.yaml", 98558080}, {"bench-100m/E68.yaml", 98583680},
-      {"bench-100m/Llama.yaml", 101770880}};
+      {"bench-100m/Llama.yaml", 101770880},
+      // E74 full matrix and E75h4n32 from spec section 4; the E75 scan: the width closest to 100M by exact count.
+      {"bench-100m/E74-full-n16.yaml", 98237952}, {"bench-100m/E74-full-n32.yaml", 101678592},
+      {"bench-100m/E74-full-n48.yaml", 105119232}, {"bench-100m/E74-full-n64.yaml", 108559872},
+      {"bench-100m/E75h3n16.yaml", 94284736}, {"bench-100m/E75h3n20.yaml", 96742576},
+      {"bench-100m/E75h3n24.yaml", 99200416}, {"bench-100m/E75h3n28.yaml", 101658256},
+      {"bench-100m/E75h3n32.yaml", 104116096}, {"bench-100m/E75h4n16.yaml", 97561856},
+      {"bench-100m/E75h4n20.yaml", 100838976}, {"bench-100m/E75h4n24.yaml", 104116096},
+      {"bench-100m/E75h4n28.yaml", 95766080}, {"bench-100m/E75h4n32.yaml", 98838400},
+      {"bench-100m/E75h5n16.yaml", 100838976}, {"bench-100m/E75h5n20.yaml", 104935376},
+      {"bench-100m/E75h5n24.yaml", 97302240}, {"bench-100m/E75h5n28.yaml", 101142640},
+      {"bench-100m/E75h5n32.yaml", 104983040}, {"bench-100m/E75h6n16.yaml", 104116096},
+      {"bench-100m/E75h6n20.yaml", 97302240}, {"bench-100m/E75h6n24.yaml", 101910720},
+      {"bench-100m/E75h6n28.yaml", 94830624}, {"bench-100m/E75h6n32.yaml", 99131904}};
   for (const auto& [file, params] : expected) {
     app::Config c;
     app::apply_yaml_file(c, std::string(ELMAN_SOURCE_DIR) + "/configs/" + file);
@@ -126,7 +139,44 @@ TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[confi
     auto m = app::resolve(c);
     INFO(file);
     CHECK(models::count_params(m) == params);
+    // The E75 scan's widths are what --params 100m picks for each heads x n_state.
+    if (file.rfind("bench-100m/E75h", 0) == 0) CHECK(models::dim_for_params(m, 100000000) == m.dim);
   }
+}
+
+TEST_CASE("the seed reports' sized names E75h<H>n<N> resolve to e75 with those sizes", "[config]") {
+  auto sized = models::parse_sized_name("E75h4n32");
+  REQUIRE(sized);
+  CHECK(sized->model == "e75");
+  CHECK(sized->heads == 4);
+  CHECK(sized->nstate == 32);
+  sized = models::parse_sized_name("e75h6");
+  REQUIRE(sized);
+  CHECK(sized->heads == 6);
+  CHECK(sized->nstate == 0);
+  for (const char* other : {"e75", "E75h", "E75h0n32", "E75h4n", "E75h4n32x", "E74h4", "llama"}) {
+    INFO(other);
+    CHECK(!models::parse_sized_name(other));
+  }
+  auto resolve = [](std::vector<std::string> args) {
+    args.insert(args.end(), {"--steps", "1", "--device", "cpu"});
+    auto cmd = parse(args);
+    auto m = app::resolve(cmd.config);
+    return std::make_pair(cmd.config, m);
+  };
+  auto [c, m] = resolve({"--model", "E75h4n32"});
+  CHECK(c.model == "e75");
+  CHECK(c.heads == 4);
+  CHECK(c.nstate == 32);
+  CHECK(models::count_params(m) == 98838400);  // the defaults are the spec's 100M E75h4n32
+  auto [c3, m3] = resolve({"--model", "E75h3", "--nstate", "20", "--dim", "256"});
+  CHECK(c3.heads == 3);
+  CHECK(c3.nstate == 20);
+  CHECK(m3.dim == 256);
+  require_usage_error([&] { resolve({"--model", "E75h4n32", "--heads", "3"}); }, "--heads 3 contradicts model name 'E75h4n32'");
+  require_usage_error([&] { resolve({"--model", "E75h0n32"}); }, "unknown model 'E75h0n32'");
+  require_usage_error([&] { resolve({"--model", "E75h4n65"}); }, "n_state 65 is not supported");
+  require_usage_error([&] { resolve({"--model", "e74", "--nstate", "100"}); }, "use --nstate from 1 to 64");
 }
 
 TEST_CASE("the saved config reloads to the same resolved config", "[config]") {
