@@ -84,7 +84,7 @@ struct Group::Impl {
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
-  std::atomic<bool> posted_here{false}, saw_peer{false};
+  std::atomic<bool> posted_here{false}, saw_peer{false}, aborted{false};
   std::string peer_failure;
 };
 
@@ -185,10 +185,7 @@ Group::Group(const Env& env, const std::string& device) : env_(env), impl_(std::
       std::fprintf(stderr, "elman-train: error: rank %d stops: %s\n", env_.rank, failure.c_str());
       std::fflush(stderr);
       // Rank 0 gets a few seconds to record the failure in its results row; the others have nothing to save.
-      try {
-        im.pg->abort();
-      } catch (...) {
-      }
+      abort();
       if (env_.rank == 0) {
         lock.lock();
         if (im.cv.wait_for(lock, std::chrono::seconds(10), [&] { return im.stop; })) return;  // train() is ending
@@ -202,7 +199,15 @@ Group::~Group() {
   finish();
   impl_->reducer.reset();
   try {
-    impl_->pg->shutdown();
+    if (!impl_->aborted) impl_->pg->shutdown();
+  } catch (...) {
+  }
+}
+
+void Group::abort() {
+  impl_->aborted = true;
+  try {
+    impl_->pg->abort();
   } catch (...) {
   }
 }
@@ -242,6 +247,20 @@ std::vector<double> Group::allreduce_max(const std::vector<double>& values) {
 void Group::barrier() {
   // An allreduce on the training device: a barrier that NCCL and Gloo implement the same way.
   allreduce_max({0.0});
+}
+
+bool Group::same_on_all_ranks(const std::vector<torch::Tensor>& tensors) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> sums;
+  for (const auto& t : tensors) sums.push_back(t.detach().to(impl_->device, torch::kDouble).sum());
+  auto s = torch::stack(sums);
+  auto both = torch::cat({s, -s});  // max of x and of -x: every rank's x is equal iff max(x) == min(x)
+  std::vector<at::Tensor> ts{both};
+  c10d::AllreduceOptions o;
+  o.reduceOp = c10d::ReduceOp::MAX;
+  impl_->backend->allreduce(ts, o)->wait();
+  const int64_t n = s.numel();
+  return torch::equal(both.narrow(0, 0, n), -both.narrow(0, n, n));
 }
 
 void Group::attach_gradients(const std::vector<torch::Tensor>& params, int64_t bucket_bytes) {

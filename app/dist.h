@@ -46,6 +46,8 @@ class Group {
   // Max over ranks of a few host numbers (agreement on elapsed time and stop flags).
   std::vector<double> allreduce_max(const std::vector<double>& values);
   void barrier();
+  // Whether every rank holds the same values (compares per-tensor fp64 sums; a collective).
+  bool same_on_all_ranks(const std::vector<torch::Tensor>& tensors);
 
   // Gradient averaging for `params` (all must require grad and receive a gradient every step). Call
   // before_forward() before each training forward and before_backward() between forward and backward;
@@ -60,6 +62,8 @@ class Group {
   std::string peer_failure();
   // Whether this rank's failure was already posted, or another rank's seen.
   bool failure_handled() const;
+  // Aborts the process group after a failure (pending collectives end; no graceful shutdown that could wait).
+  void abort();
   // Stops the failure watcher: call when every rank is done (after the final barrier).
   void finish();
 

@@ -284,12 +284,19 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
   }
   std::signal(SIGINT, prev_handler);
 
+  // Ranks apply the same averaged gradients to the same weights: check they still agree.
+  bool ranks_agree = true;
+  if (group && failure.empty()) ranks_agree = group->same_on_all_ranks(model_tensors);
   if (!main_rank) {
     if (!failure.empty()) throw std::runtime_error(stop_reason);
     group->barrier();  // rank 0 checkpoints, evaluates and writes results meanwhile
     group->finish();
     res.steps = pr.step, res.status = stop_reason;
     return res;
+  }
+  if (group && failure.empty()) {
+    if (ranks_agree) log::info(log::format("the model's tensors are identical on all %ld ranks", static_cast<long>(world)));
+    else stop_reason = "failed: the model's tensors differ across ranks at step " + std::to_string(pr.step), abnormal = true;
   }
   // An abnormal state is not checkpointed: the last good checkpoint (if any) stays as it was.
   if (!abnormal && pr.step > 0) save_checkpoint(ckpt_path, model_tensors, opt, pr);
@@ -338,6 +345,7 @@ Result train(const Command& cmd) {
       if (const auto peer = group->peer_failure(); !peer.empty()) why = peer + " (" + here + why + ")";
       else group->report_failure(why), why = here + why;
     }
+    group->abort();
     if (dynamic_cast<const UsageError*>(&e)) throw UsageError(why);
     throw std::runtime_error(why);
   }

@@ -13,9 +13,9 @@
 #include <sstream>
 #include <thread>
 
-#include "tests/support/catch.h"
-#include "tests/support/expect_close.h"
+#include "tests/support/expect_close.h"  // LibTorch before Catch: c10's glog-style CHECK must not replace Catch's
 #include "tests/support/run.h"
+#include "tests/support/catch.h"
 
 using namespace elman;
 namespace fs = std::filesystem;
@@ -134,6 +134,7 @@ TEST_CASE("two Gloo ranks with batch 4 train exactly as one process with batch 8
   INFO(log);
   REQUIRE(exit_code(two) == 0);
   CHECK(log.find("data-parallel: 2 ranks over gloo, batch 4 per rank, 8 global") != std::string::npos);
+  CHECK(log.find("the model's tensors are identical on all 2 ranks") != std::string::npos);
   CHECK(read(out + "/two4/results.json").find("\"gpu\": \"2x cpu (gloo)\"") != std::string::npos);
   CHECK(!fs::exists(out + "/two4-2"));  // rank 1 wrote no run directory of its own
 
@@ -147,6 +148,31 @@ TEST_CASE("two Gloo ranks with batch 4 train exactly as one process with batch 8
   // The comparison can fail: rank 0 alone (its 4 rows, no averaging) trains differently by far.
   CHECK(other > 1e-3);
   CHECK(other > 1000 * same);
+
+  // Stopped at step 3 and resumed: every rank restores the checkpoint and the run ends where a straight one does.
+  auto part = tiny_args(data, out, "parted", 4);
+  part.insert(part.end(), {"--stop-at-step", "3"});
+  part.insert(part.begin(), {"bash", launch, "2", "--"});
+  Child first = spawn(part, {{"MASTER_PORT", std::to_string(free_port())}}, dir + "/parted.log");
+  REQUIRE(wait_all({&first}, 120));
+  INFO(read(dir + "/parted.log"));
+  REQUIRE(exit_code(first) == 0);
+  {
+    std::string cfg = read(out + "/parted/config.yaml");
+    const auto k = cfg.find("stop-at-step: 3");
+    REQUIRE(k != std::string::npos);
+    cfg.replace(k, 15, "stop-at-step: 0");
+    test::write_file(out + "/parted/config.yaml", cfg);
+  }
+  Child second = spawn({"bash", launch, "2", "--", ELMAN_TRAIN_EXE, "--resume", out + "/parted"},
+                       {{"MASTER_PORT", std::to_string(free_port())}}, dir + "/resumed.log");
+  REQUIRE(wait_all({&second}, 120));
+  const auto resumed_log = read(dir + "/resumed.log");
+  INFO(resumed_log);
+  REQUIRE(exit_code(second) == 0);
+  CHECK(resumed_log.find("resumed at step 3") != std::string::npos);
+  CHECK(resumed_log.find("the model's tensors are identical on all 2 ranks") != std::string::npos);
+  CHECK(max_difference(dual, checkpoint(out + "/parted")) < 1e-5);
 }
 
 TEST_CASE("a rank that fails stops the job with its reason instead of hanging", "[dist][cli]") {
@@ -164,7 +190,7 @@ TEST_CASE("a rank that fails stops the job with its reason instead of hanging", 
     Child r0 = spawn(tiny_args(data, out, "bad", 4), env(0), dir + "/r0.log");
     Child r1 = spawn(tiny_args(dir + "/missing.bin", out, "bad", 4), env(1), dir + "/r1.log");
     const auto t0 = std::chrono::steady_clock::now();
-    const bool ended = wait_all({&r0, &r1}, 45);
+    const bool ended = wait_all({&r0, &r1}, 90);
     const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto log0 = read(dir + "/r0.log"), log1 = read(dir + "/r1.log");
     INFO("rank 0:\n" << log0 << "rank 1:\n" << log1 << "took " << took << " s");
@@ -191,7 +217,7 @@ TEST_CASE("a rank that fails stops the job with its reason instead of hanging", 
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     REQUIRE(fs::exists(metrics));
     kill(r1.pid, SIGKILL);
-    const bool ended = wait_all({&r0, &r1}, 45);
+    const bool ended = wait_all({&r0, &r1}, 90);
     const auto log0 = read(dir + "/k0.log");
     INFO("rank 0:\n" << log0);
     REQUIRE(ended);
