@@ -263,23 +263,33 @@ bool Group::same_on_all_ranks(const std::vector<torch::Tensor>& tensors) {
   return torch::equal(both.narrow(0, 0, n), -both.narrow(0, n, n));
 }
 
-void Group::attach_gradients(const std::vector<torch::Tensor>& params, int64_t bucket_bytes) {
+int64_t Group::attach_gradients(const std::vector<torch::Tensor>& params) {
+  double mb = 25;
+  if (const char* v = std::getenv("ELMAN_DIST_BUCKET_MB"); v && *v) {
+    char* end = nullptr;
+    mb = std::strtod(v, &end);
+    if (*end != '\0' || !(mb > 0) || mb > 4096)
+      throw UsageError(std::string("ELMAN_DIST_BUCKET_MB='") + v + "' is not a size in MB in (0, 4096]");
+  }
+  const auto bucket_bytes = static_cast<int64_t>(mb * (1 << 20));
+  const auto first_bytes = std::min<int64_t>(c10d::kDefaultFirstBucketBytes, bucket_bytes);
   std::vector<at::Tensor> ps(params.begin(), params.end());
   for (const auto& p : ps) TORCH_CHECK(p.requires_grad(), "attach_gradients: every parameter must require grad");
   // As DistributedDataParallel does: a small first bucket so communication starts early, buckets assigned in
   // reverse parameter order (the order backward produces gradients in), rebuilt after the first step from
   // the order actually observed.
-  const std::vector<size_t> limits{static_cast<size_t>(c10d::kDefaultFirstBucketBytes), static_cast<size_t>(bucket_bytes)};
+  const std::vector<size_t> limits{static_cast<size_t>(first_bytes), static_cast<size_t>(bucket_bytes)};
   auto [buckets, per_bucket_limits] = c10d::compute_bucket_assignment_by_size(ps, limits);
   std::reverse(buckets.begin(), buckets.end());
   std::reverse(per_bucket_limits.begin(), per_bucket_limits.end());
   std::vector<int64_t> caps(per_bucket_limits.begin(), per_bucket_limits.end());
+  const auto n_buckets = static_cast<int64_t>(buckets.size());
   c10d::verify_params_across_processes(impl_->pg, ps, std::nullopt);
   impl_->reducer = std::make_unique<c10d::Reducer>(
       ps, std::move(buckets), impl_->pg, std::vector<bool>(ps.size(), false), bucket_bytes,
       /*find_unused_parameters=*/false, /*gradient_as_bucket_view=*/false, std::unordered_map<size_t, std::string>{},
-      static_cast<int64_t>(c10d::kDefaultFirstBucketBytes), /*skip_all_reduce_unused_params=*/false,
-      /*use_python_reducer=*/false, caps);
+      first_bytes, /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false, caps);
+  return n_buckets;
 }
 
 void Group::before_forward() {

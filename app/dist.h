@@ -49,10 +49,11 @@ class Group {
   // Whether every rank holds the same values (compares per-tensor fp64 sums; a collective).
   bool same_on_all_ranks(const std::vector<torch::Tensor>& tensors);
 
-  // Gradient averaging for `params` (all must require grad and receive a gradient every step). Call
-  // before_forward() before each training forward and before_backward() between forward and backward;
-  // when backward returns, every param's .grad() holds the mean over ranks.
-  void attach_gradients(const std::vector<torch::Tensor>& params, int64_t bucket_bytes = 25 << 20);
+  // Gradient averaging for `params` (all must require grad and receive a gradient every step), in buckets of
+  // $ELMAN_DIST_BUCKET_MB (default 25; the first bucket at most 1 MB). Call before_forward() before each
+  // training forward and before_backward() between forward and backward; when backward returns, every
+  // param's .grad() holds the mean over ranks. Returns the number of buckets.
+  int64_t attach_gradients(const std::vector<torch::Tensor>& params);
   void before_forward();
   void before_backward();
 

@@ -143,11 +143,12 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
       throw UsageError(std::string("cannot resume '") + run_dir + "': " + e.what());
     }
   }
+  int64_t n_buckets = 0;
   if (group) {
     // Every rank starts from rank 0's weights (equal by seed or checkpoint already; this makes it certain);
     // gradients are then averaged in buckets during backward.
     group->broadcast_from_main(model_tensors);
-    group->attach_gradients(params);
+    n_buckets = group->attach_gradients(params);
   }
 
   Result res;
@@ -166,8 +167,9 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
                         static_cast<long>(data.train_size()), static_cast<long>(data.eval_size())));
   if (resuming) log::info(log::format("resumed at step %ld (%s of training done)", static_cast<long>(pr.step), hms(pr.train_s).c_str()));
   if (group)
-    log::info(log::format("data-parallel: %ld ranks over %s, batch %ld per rank, %ld global", static_cast<long>(world),
-                          group->backend().c_str(), static_cast<long>(cfg.batch), static_cast<long>(cfg.batch * world)));
+    log::info(log::format("data-parallel: %ld ranks over %s, batch %ld per rank, %ld global; gradients averaged in %ld buckets",
+                          static_cast<long>(world), group->backend().c_str(), static_cast<long>(cfg.batch),
+                          static_cast<long>(cfg.batch * world), static_cast<long>(n_buckets)));
   std::fflush(stdout);
   }
 

@@ -128,12 +128,17 @@ TEST_CASE("two Gloo ranks with batch 4 train exactly as one process with batch 8
 
   auto args = tiny_args(data, out, "two4", 4);
   args.insert(args.begin(), {"bash", launch, "2", "--"});
-  Child two = spawn(args, {{"MASTER_PORT", std::to_string(free_port())}, {"ELMAN_DIST_TIMEOUT", "60"}}, dir + "/two4.log");
+  // Small buckets (~10 KB): many allreduces in flight during backward, as at full size on a GPU.
+  Child two = spawn(args, {{"MASTER_PORT", std::to_string(free_port())}, {"ELMAN_DIST_TIMEOUT", "60"}, {"ELMAN_DIST_BUCKET_MB", "0.01"}},
+                    dir + "/two4.log");
   REQUIRE(wait_all({&two}, 120));
   const auto log = read(dir + "/two4.log");
   INFO(log);
   REQUIRE(exit_code(two) == 0);
-  CHECK(log.find("data-parallel: 2 ranks over gloo, batch 4 per rank, 8 global") != std::string::npos);
+  const std::string said = "data-parallel: 2 ranks over gloo, batch 4 per rank, 8 global; gradients averaged in ";
+  const auto at = log.find(said);
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stoi(log.substr(at + said.size())) > 2);  // several buckets
   CHECK(log.find("the model's tensors are identical on all 2 ranks") != std::string::npos);
   CHECK(read(out + "/two4/results.json").find("\"gpu\": \"2x cpu (gloo)\"") != std::string::npos);
   CHECK(!fs::exists(out + "/two4-2"));  // rank 1 wrote no run directory of its own
