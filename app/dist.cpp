@@ -110,7 +110,8 @@ Group::Group(const Env& env, const std::string& device) : env_(env), impl_(std::
 #ifdef ELMAN_HAVE_NCCL
     if (env.local_rank >= static_cast<int>(torch::cuda::device_count()))
       throw UsageError("LOCAL_RANK " + std::to_string(env.local_rank) + " but only " +
-                       std::to_string(torch::cuda::device_count()) + " CUDA devices are visible");
+                       std::to_string(torch::cuda::device_count()) +
+                       " CUDA devices are visible (where each process sees only its own GPU, set LOCAL_RANK=0)");
     c10::cuda::set_device(static_cast<c10::DeviceIndex>(env.local_rank));
     im.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
     auto opts = c10d::ProcessGroupNCCL::Options::create();

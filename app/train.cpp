@@ -158,19 +158,18 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
   if (group) res.gpu = std::to_string(world) + "x " + res.gpu + " (" + group->backend() + ")";
 
   if (main_rank) {
-
-  log::info(log::format("%s %s: %ld parameters, impl %s, %s on %s", resuming ? "resuming" : "training",
-                        cfg.model.c_str(), static_cast<long>(res.params), cfg.impl.c_str(), cfg.precision.c_str(),
-                        res.gpu.c_str()));
-  std::printf("config (%s/config.yaml):\n%s", run_dir.c_str(), config_table(cfg).c_str());
-  log::info(log::format("data %s: %ld bytes (%ld train, %ld eval)", cfg.data.c_str(), static_cast<long>(data.size()),
-                        static_cast<long>(data.train_size()), static_cast<long>(data.eval_size())));
-  if (resuming) log::info(log::format("resumed at step %ld (%s of training done)", static_cast<long>(pr.step), hms(pr.train_s).c_str()));
-  if (group)
-    log::info(log::format("data-parallel: %ld ranks over %s, batch %ld per rank, %ld global; gradients averaged in %ld buckets",
-                          static_cast<long>(world), group->backend().c_str(), static_cast<long>(cfg.batch),
-                          static_cast<long>(cfg.batch * world), static_cast<long>(n_buckets)));
-  std::fflush(stdout);
+    log::info(log::format("%s %s: %ld parameters, impl %s, %s on %s", resuming ? "resuming" : "training",
+                          cfg.model.c_str(), static_cast<long>(res.params), cfg.impl.c_str(), cfg.precision.c_str(),
+                          res.gpu.c_str()));
+    std::printf("config (%s/config.yaml):\n%s", run_dir.c_str(), config_table(cfg).c_str());
+    log::info(log::format("data %s: %ld bytes (%ld train, %ld eval)", cfg.data.c_str(), static_cast<long>(data.size()),
+                          static_cast<long>(data.train_size()), static_cast<long>(data.eval_size())));
+    if (resuming) log::info(log::format("resumed at step %ld (%s of training done)", static_cast<long>(pr.step), hms(pr.train_s).c_str()));
+    if (group)
+      log::info(log::format("data-parallel: %ld ranks over %s, batch %ld per rank, %ld global; gradients averaged in %ld buckets",
+                            static_cast<long>(world), group->backend().c_str(), static_cast<long>(cfg.batch),
+                            static_cast<long>(cfg.batch * world), static_cast<long>(n_buckets)));
+    std::fflush(stdout);
   }
 
   std::ofstream metrics;

@@ -45,6 +45,7 @@ Child spawn(const std::vector<std::string>& argv, const std::map<std::string, st
   Child c;
   c.pid = fork();
   if (c.pid == 0) {
+    signal(SIGINT, SIG_DFL);  // a test runner started in the background passes SIGINT on as ignored
     for (const char* k : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) unsetenv(k);
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -178,6 +179,29 @@ TEST_CASE("two Gloo ranks with batch 4 train exactly as one process with batch 8
   CHECK(resumed_log.find("resumed at step 3") != std::string::npos);
   CHECK(resumed_log.find("the model's tensors are identical on all 2 ranks") != std::string::npos);
   CHECK(max_difference(dual, checkpoint(out + "/parted")) < 1e-5);
+}
+
+TEST_CASE("Ctrl-C to the launcher stops every rank at the same step with a checkpoint", "[dist][cli]") {
+  const auto dir = test::scratch_dir("distint");
+  const auto data = test::real_text_file(dir, 300000);
+  const auto out = dir + "/runs";
+  auto args = tiny_args(data, out, "int", 4);
+  args[std::find(args.begin(), args.end(), "--steps") - args.begin() + 1] = "100000";
+  args.insert(args.begin(), {"bash", std::string(ELMAN_SOURCE_DIR) + "/scripts/launch.sh", "2", "--"});
+  Child job = spawn(args, {{"MASTER_PORT", std::to_string(free_port())}, {"ELMAN_DIST_TIMEOUT", "60"}}, dir + "/int.log");
+  const std::string metrics = out + "/int/metrics.jsonl";
+  for (int i = 0; i < 600 && (!fs::exists(metrics) || fs::file_size(metrics) < 500); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  REQUIRE(fs::exists(metrics));
+  kill(job.pid, SIGINT);
+  const bool ended = wait_all({&job}, 90);
+  const auto log = read(dir + "/int.log");
+  INFO(log);
+  REQUIRE(ended);
+  CHECK(exit_code(job) == 0);
+  CHECK(log.find("the model's tensors are identical on all 2 ranks") != std::string::npos);  // both reached the end
+  CHECK(read(out + "/int/results.json").find("\"status\": \"interrupted\"") != std::string::npos);
+  CHECK(fs::exists(out + "/int/checkpoint.pt"));
 }
 
 TEST_CASE("a rank that fails stops the job with its reason instead of hanging", "[dist][cli]") {
