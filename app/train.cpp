@@ -287,7 +287,7 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
 
   // Ranks apply the same averaged gradients to the same weights: check they still agree.
   bool ranks_agree = true;
-  if (group && failure.empty()) ranks_agree = group->same_on_all_ranks(model_tensors);
+  if (group && failure.empty() && !abnormal) ranks_agree = group->same_on_all_ranks(model_tensors);  // all ranks agree on abnormal
   if (!main_rank) {
     if (!failure.empty()) throw std::runtime_error(stop_reason);
     group->barrier();  // rank 0 checkpoints, evaluates and writes results meanwhile
@@ -295,7 +295,7 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
     res.steps = pr.step, res.status = stop_reason;
     return res;
   }
-  if (group && failure.empty()) {
+  if (group && failure.empty() && !abnormal) {
     if (ranks_agree) log::info(log::format("the model's tensors are identical on all %ld ranks", static_cast<long>(world)));
     else stop_reason = "failed: the model's tensors differ across ranks at step " + std::to_string(pr.step), abnormal = true;
   }
