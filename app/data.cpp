@@ -58,11 +58,11 @@ int64_t ByteData::train_offset(uint64_t seed, int64_t step, int64_t row) const {
   return static_cast<int64_t>(r % range);
 }
 
-torch::Tensor ByteData::train_batch(uint64_t seed, int64_t step, int64_t batch) const {
+torch::Tensor ByteData::train_batch(uint64_t seed, int64_t step, int64_t batch, int64_t first_row) const {
   auto out = torch::empty({batch, chunk_ + 1}, torch::kUInt8);
   auto* dst = out.data_ptr<uint8_t>();
   for (int64_t i = 0; i < batch; ++i)
-    std::memcpy(dst + i * (chunk_ + 1), bytes_ + train_offset(seed, step, i), static_cast<size_t>(chunk_ + 1));
+    std::memcpy(dst + i * (chunk_ + 1), bytes_ + train_offset(seed, step, first_row + i), static_cast<size_t>(chunk_ + 1));
   return out;
 }
 

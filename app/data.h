@@ -24,8 +24,9 @@ class ByteData {
 
   // Offset of row `row` of step `step`'s batch: uniform in [0, train_size - chunk - 1].
   int64_t train_offset(uint64_t seed, int64_t step, int64_t row) const;
-  // uint8 [batch, chunk+1]: the training windows of `step`.
-  torch::Tensor train_batch(uint64_t seed, int64_t step, int64_t batch) const;
+  // uint8 [batch, chunk+1]: rows first_row .. first_row+batch-1 of step `step`'s windows. Data-parallel rank r
+  // of a job with per-rank batch B takes first_row = r*B, so N ranks read what one process with N*B reads.
+  torch::Tensor train_batch(uint64_t seed, int64_t step, int64_t batch, int64_t first_row = 0) const;
   // Number of non-overlapping eval windows (stride chunk, chunk+1 bytes each) and a batch of them.
   int64_t eval_windows() const;
   torch::Tensor eval_batch(int64_t first, int64_t count) const;

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
       case app::Command::Train: break;
     }
     const auto res = app::train(cmd);
+    if (res.run_dir.empty()) return res.status.rfind("diverged", 0) == 0 ? 3 : 0;  // a data-parallel rank other than 0: rank 0 reports
     std::printf("\n%s | %s | %ld params | %ld steps | %.0f tok/s | last-100 loss %.4f | eval bpb %s | %s\n",
                 res.model.c_str(), res.config.c_str(), static_cast<long>(res.params), static_cast<long>(res.steps),
                 res.tok_s, res.last100, res.eval_bpb < 0 ? "-" : std::to_string(res.eval_bpb).c_str(), res.status.c_str());

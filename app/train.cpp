@@ -16,6 +16,7 @@
 
 #include "app/checkpoint.h"
 #include "app/data.h"
+#include "app/dist.h"
 #include "app/log.h"
 #include "app/optim.h"
 #include "models/lm.h"
@@ -98,24 +99,22 @@ std::string model_summary(const Config& c) {
   return s;
 }
 
-}  // namespace
-
-Result train(const Command& cmd) {
+// The run of one process; `group` is its data-parallel group (nullptr: a single process). With a group,
+// rank 0 alone writes the run directory, logs, checkpoints and results; every rank reads a resumed checkpoint.
+Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist::Group* group) {
   const bool resuming = !cmd.resume_dir.empty();
-  Config cfg = cmd.config;
-  if (resuming) {
-    cfg = Config();
-    apply_yaml_file(cfg, cmd.resume_dir + "/config.yaml");
-  }
-  models::ModelConfig mcfg = resolve(cfg);
-  const torch::Device dev = cfg.device == "cuda" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  const bool main_rank = !group || group->is_main();
+  const int64_t world = group ? group->world() : 1;
+  const torch::Device dev = cfg.device != "cuda" ? torch::Device(torch::kCPU)
+                            : group ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group->local_rank()))
+                                    : torch::Device(torch::kCUDA);
   const bool bf16 = cfg.precision == "bf16";
 
   ByteData data(cfg.data, cfg.chunk, cfg.eval_bytes);  // validates the data file before any output
 
   // Run directory.
   std::string run_dir = cmd.resume_dir;
-  if (!resuming) {
+  if (!resuming && main_rank) {
     const std::string base = cfg.out + "/" + (cfg.name.empty() ? cfg.model + "-" + now_string("%Y%m%d-%H%M%S") : cfg.name);
     run_dir = base;
     for (int k = 2; fs::exists(run_dir); ++k) {
@@ -124,7 +123,7 @@ Result train(const Command& cmd) {
     }
     fs::create_directories(run_dir);
     std::ofstream(run_dir + "/config.yaml") << config_yaml(cfg);
-  } else if (!fs::exists(run_dir + "/checkpoint.pt")) {
+  } else if (resuming && !fs::exists(run_dir + "/checkpoint.pt")) {
     throw UsageError("cannot resume '" + run_dir + "': it has no checkpoint.pt");
   }
 
@@ -144,24 +143,39 @@ Result train(const Command& cmd) {
       throw UsageError(std::string("cannot resume '") + run_dir + "': " + e.what());
     }
   }
+  int64_t n_buckets = 0;
+  if (group) {
+    // Every rank starts from rank 0's weights (equal by seed or checkpoint already; this makes it certain);
+    // gradients are then averaged in buckets during backward.
+    group->broadcast_from_main(model_tensors);
+    n_buckets = group->attach_gradients(params);
+  }
 
   Result res;
   res.model = cfg.model, res.config = model_summary(cfg), res.params = model->num_params();
   res.impl = cfg.impl, res.precision = cfg.precision, res.device = cfg.device, res.gpu = gpu_name(cfg.device);
   res.libtorch = libtorch_version(), res.commit = git_commit(), res.run_dir = run_dir;
+  if (group) res.gpu = std::to_string(world) + "x " + res.gpu + " (" + group->backend() + ")";
 
-  log::info(log::format("%s %s: %ld parameters, impl %s, %s on %s", resuming ? "resuming" : "training",
-                        cfg.model.c_str(), static_cast<long>(res.params), cfg.impl.c_str(), cfg.precision.c_str(),
-                        res.gpu.c_str()));
-  std::printf("config (%s/config.yaml):\n%s", run_dir.c_str(), config_table(cfg).c_str());
-  log::info(log::format("data %s: %ld bytes (%ld train, %ld eval)", cfg.data.c_str(), static_cast<long>(data.size()),
-                        static_cast<long>(data.train_size()), static_cast<long>(data.eval_size())));
-  if (resuming) log::info(log::format("resumed at step %ld (%s of training done)", static_cast<long>(pr.step), hms(pr.train_s).c_str()));
-  std::fflush(stdout);
+  if (main_rank) {
+    log::info(log::format("%s %s: %ld parameters, impl %s, %s on %s", resuming ? "resuming" : "training",
+                          cfg.model.c_str(), static_cast<long>(res.params), cfg.impl.c_str(), cfg.precision.c_str(),
+                          res.gpu.c_str()));
+    std::printf("config (%s/config.yaml):\n%s", run_dir.c_str(), config_table(cfg).c_str());
+    log::info(log::format("data %s: %ld bytes (%ld train, %ld eval)", cfg.data.c_str(), static_cast<long>(data.size()),
+                          static_cast<long>(data.train_size()), static_cast<long>(data.eval_size())));
+    if (resuming) log::info(log::format("resumed at step %ld (%s of training done)", static_cast<long>(pr.step), hms(pr.train_s).c_str()));
+    if (group)
+      log::info(log::format("data-parallel: %ld ranks over %s, batch %ld per rank, %ld global; gradients averaged in %ld buckets",
+                            static_cast<long>(world), group->backend().c_str(), static_cast<long>(cfg.batch),
+                            static_cast<long>(cfg.batch * world), static_cast<long>(n_buckets)));
+    std::fflush(stdout);
+  }
 
-  std::ofstream metrics(run_dir + "/metrics.jsonl", std::ios::app);
+  std::ofstream metrics;
+  if (main_rank) metrics.open(run_dir + "/metrics.jsonl", std::ios::app);
   const std::string ckpt_path = run_dir + "/checkpoint.pt";
-  const int64_t tokens_per_step = cfg.batch * cfg.chunk;
+  const int64_t tokens_per_step = cfg.batch * cfg.chunk * world;  // global
   auto progress_of = [&](const Progress& p) {
     double f = 0;
     if (cfg.time_s > 0) f = std::max(f, p.train_s / cfg.time_s);
@@ -177,6 +191,7 @@ Result train(const Command& cmd) {
   std::string stop_reason = "ok";
   bool abnormal = false;    // diverged or failed: that state is never checkpointed
   bool first_step = true;   // the first step of a process warms up: not timed
+  bool interrupted = false;  // with a group: Ctrl-C seen by any rank, agreed after each step
 
   // A failure inside the loop (out of memory, a kernel error) ends the run with status "failed at step N: ...":
   // the results row is still written, the last good checkpoint is kept, and train() then rethrows.
@@ -185,21 +200,31 @@ Result train(const Command& cmd) {
     while (true) {
       if (progress_of(pr) >= 1.0) break;
       if (cfg.stop_at_step > 0 && pr.step >= cfg.stop_at_step) { stop_reason = "stopped at step " + std::to_string(pr.step); break; }
-      if (g_interrupted) { stop_reason = "interrupted"; break; }
+      if (group ? interrupted : g_interrupted.load()) { stop_reason = "interrupted"; break; }
 
       const auto t0 = Clock::now();
       // ---- TRAIN STEP ------------------------------------------------------------------------------
-      auto batch = data.train_batch(static_cast<uint64_t>(cfg.seed), pr.step, cfg.batch);
+      // Rank r of N reads rows r*B .. (r+1)*B-1 of the step's N*B windows.
+      const int64_t first_row = group ? group->rank() * cfg.batch : 0;
+      auto batch = data.train_batch(static_cast<uint64_t>(cfg.seed), pr.step, cfg.batch, first_row);
       if (dev.is_cuda()) batch = batch.pin_memory();
       batch = batch.to(dev, /*non_blocking=*/true).to(torch::kLong);
       torch::Tensor loss;
+      if (group) group->before_forward();
       {
         Autocast ac(bf16);
         loss = model->loss(batch.narrow(1, 0, cfg.chunk), batch.narrow(1, 1, cfg.chunk));
       }
-      loss.backward();
+      if (group) group->before_backward();
+      loss.backward();  // with a group, returns with the gradients averaged over ranks
       auto gnorm = clip_grad_norm(params, cfg.grad_clip);
-      auto host = torch::stack({loss.detach().to(torch::kFloat), gnorm.to(torch::kFloat)}).cpu();  // one sync
+      auto loss_f = loss.detach().to(torch::kFloat);
+      if (group) {  // the global batch's loss: the mean of the ranks' losses
+        loss_f = loss_f.reshape({1});
+        group->allreduce_sum(loss_f);
+        loss_f = loss_f[0] / static_cast<double>(world);
+      }
+      auto host = torch::stack({loss_f, gnorm.to(torch::kFloat)}).cpu();  // one sync
       const float loss_v = host[0].item<float>(), gnorm_v = host[1].item<float>();
       if (!std::isfinite(loss_v) || !std::isfinite(gnorm_v)) {
         opt.zero_grad();
@@ -213,7 +238,11 @@ Result train(const Command& cmd) {
       opt.zero_grad();
       if (dev.is_cuda()) torch::cuda::synchronize();
       // ---- end TRAIN STEP --------------------------------------------------------------------------
-      const double dt = seconds_since(t0);
+      double dt = seconds_since(t0);
+      if (group) {  // one clock for all: the slowest rank's step time; and any rank's Ctrl-C stops all
+        const auto agreed = group->allreduce_max({dt, g_interrupted ? 1.0 : 0.0});
+        dt = agreed[0], interrupted = agreed[1] > 0;
+      }
       pr.train_s += dt;
       pr.tokens += tokens_per_step;
       if (!first_step) pr.timed_s += dt, pr.timed_tokens += tokens_per_step;
@@ -222,6 +251,7 @@ Result train(const Command& cmd) {
       ++pr.step;
       log_tokens += tokens_per_step, log_s += dt;
 
+      if (!main_rank) continue;
       metrics << "{\"step\": " << pr.step << ", \"loss\": " << loss_v << ", \"lr\": " << lr << ", \"grad_norm\": " << gnorm_v
               << ", \"step_ms\": " << dt * 1e3 << ", \"train_s\": " << pr.train_s << "}\n";
       if (pr.step % cfg.log_every == 0 || pr.step == 1) {
@@ -244,12 +274,31 @@ Result train(const Command& cmd) {
     const auto* c10e = dynamic_cast<const c10::Error*>(&e);
     failure = c10e ? c10e->what_without_backtrace() : e.what();
     failure = failure.substr(0, failure.find('\n'));
+    if (group) {
+      // A collective that fails because another rank failed: report that rank's reason, not the symptom.
+      if (const auto peer = group->peer_failure(); !peer.empty()) failure = peer + " (here: " + failure + ")";
+      else group->report_failure(failure), failure = "rank " + std::to_string(group->rank()) + ": " + failure;
+    }
     stop_reason = "failed at step " + std::to_string(pr.step) + ": " + failure;
     abnormal = true;
     opt.zero_grad();
   }
   std::signal(SIGINT, prev_handler);
 
+  // Ranks apply the same averaged gradients to the same weights: check they still agree.
+  bool ranks_agree = true;
+  if (group && failure.empty() && !abnormal) ranks_agree = group->same_on_all_ranks(model_tensors);  // all ranks agree on abnormal
+  if (!main_rank) {
+    if (!failure.empty()) throw std::runtime_error(stop_reason);
+    group->barrier();  // rank 0 checkpoints, evaluates and writes results meanwhile
+    group->finish();
+    res.steps = pr.step, res.status = stop_reason;
+    return res;
+  }
+  if (group && failure.empty() && !abnormal) {
+    if (ranks_agree) log::info(log::format("the model's tensors are identical on all %ld ranks", static_cast<long>(world)));
+    else stop_reason = "failed: the model's tensors differ across ranks at step " + std::to_string(pr.step), abnormal = true;
+  }
   // An abnormal state is not checkpointed: the last good checkpoint (if any) stays as it was.
   if (!abnormal && pr.step > 0) save_checkpoint(ckpt_path, model_tensors, opt, pr);
   if (!abnormal && cfg.eval_bytes > 0 && stop_reason == "ok") {
@@ -269,7 +318,38 @@ Result train(const Command& cmd) {
   write_result(res, cfg.out);
   if (abnormal) log::error(cfg.model + ": " + stop_reason + " (results row written; last good checkpoint kept)");
   if (!failure.empty()) throw std::runtime_error(stop_reason);
+  if (group) group->barrier(), group->finish();
   return res;
+}
+
+}  // namespace
+
+Result train(const Command& cmd) {
+  Config cfg = cmd.config;
+  if (!cmd.resume_dir.empty()) {
+    cfg = Config();
+    apply_yaml_file(cfg, cmd.resume_dir + "/config.yaml");
+  }
+  models::ModelConfig mcfg = resolve(cfg);
+  // Data-parallel when launched with WORLD_SIZE > 1 (torchrun's variables): join the group first, so that a
+  // rank failing in set-up (bad data path, existing run directory) stops the others with its reason.
+  auto group = dist::join_from_environment(cfg.device);
+  if (!group) return run(cmd, cfg, mcfg, nullptr);
+  try {
+    return run(cmd, cfg, mcfg, group.get());
+  } catch (const std::exception& e) {
+    const auto* c10e = dynamic_cast<const c10::Error*>(&e);
+    std::string why = c10e ? c10e->what_without_backtrace() : e.what();
+    why = why.substr(0, why.find('\n'));
+    const std::string here = "rank " + std::to_string(group->rank()) + ": ";
+    if (!group->failure_handled()) {  // not yet attributed (a failure in set-up or after the loop)
+      if (const auto peer = group->peer_failure(); !peer.empty()) why = peer + " (" + here + why + ")";
+      else group->report_failure(why), why = here + why;
+    }
+    group->abort();
+    if (dynamic_cast<const UsageError*>(&e)) throw UsageError(why);
+    throw std::runtime_error(why);
+  }
 }
 
 }  // namespace elman::app

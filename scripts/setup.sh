@@ -3,7 +3,8 @@
 #
 # Usage: scripts/setup.sh            (build directory: $ELMAN_BUILD_DIR, default build/)
 #
-#  1. Debian/Ubuntu packages: cmake, ninja, g++, Catch2, cxxopts, spdlog, yaml-cpp (apt-get, only if missing).
+#  1. Debian/Ubuntu packages: cmake, ninja, g++, Catch2, cxxopts, spdlog, yaml-cpp (apt-get, only if missing);
+#     gloo's headers (libgloo-dev) for data-parallel CPU runs if they can be had (optional: CUDA runs use NCCL).
 #  2. LibTorch 2.11.0: the system python3's torch if it is 2.11.0 (the GPU machine), else a project
 #     venv (.venv) with PyPI's torch==2.11.0.
 #  3. matplotlib for the sweep report's plot (system python3's, else installed into .venv).
@@ -31,6 +32,17 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# Optional: gloo's headers (CPU data-parallel runs; the PyPI LibTorch lacks them). Offline machines go without.
+if [ ! -f /usr/include/gloo/algorithm.h ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  if DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libgloo-dev >/dev/null 2>&1; then
+    say "installed libgloo-dev (gloo headers for data-parallel CPU runs)"
+  else
+    say "no gloo headers (libgloo-dev): data-parallel CPU runs are left out of this build; CUDA ones use NCCL"
+  fi
 fi
 
 # 2. LibTorch from a Python torch install.
