@@ -34,12 +34,16 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
-# Optional: gloo's headers (CPU data-parallel runs; the PyPI LibTorch lacks them). Offline machines go without.
+# gloo's headers (CPU data-parallel runs; the PyPI LibTorch lacks them). Offline machines go without, unless
+# ELMAN_REQUIRE_GLOO=1 (CI sets it, so that the data-parallel tests cannot silently drop out).
 if [ ! -f /usr/include/gloo/algorithm.h ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  if DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libgloo-dev >/dev/null 2>&1; then
+  if { $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libgloo-dev; } >/dev/null 2>&1; then
     say "installed libgloo-dev (gloo headers for data-parallel CPU runs)"
+  elif [ "${ELMAN_REQUIRE_GLOO:-0}" = 1 ]; then
+    echo "setup: error: could not install libgloo-dev, which ELMAN_REQUIRE_GLOO=1 requires (apt-get install libgloo-dev)" >&2
+    exit 1
   else
     say "no gloo headers (libgloo-dev): data-parallel CPU runs are left out of this build; CUDA ones use NCCL"
   fi
