@@ -83,6 +83,8 @@ const std::vector<Option>& options() {
       real("expansion", &Config::expansion, "cell width = dim * expansion (cells that take it)"),
       integer("heads", &Config::heads, "heads (attention, multi-head cells)"),
       integer("nstate", &Config::nstate, "state size (matrix-state cells)"),
+      integer("blocks", &Config::blocks, "memory blocks (sparse block memory, e87)"),
+      integer("topk", &Config::topk, "blocks updated per step (sparse block memory, e87)"),
       str("params", &Config::params, "target size, e.g. 100m: picks dim at --depth from the exact count"),
       str("impl", &Config::impl, "auto | kernel | reference (cell implementation)"),
       str("data", &Config::data, "training data: a file of raw bytes"),
@@ -227,7 +229,8 @@ Command parse_command_line(int argc, const char* const* argv) {
 }
 
 models::ModelConfig resolve(Config& c) {
-  if (const auto sized = models::parse_sized_name(c.model)) {  // e.g. E75h4n32 = e75 --heads 4 --nstate 32
+  if (const auto sized = models::parse_sized_name(c.model)) {  // e.g. E75h4n32 = e75 --heads 4 --nstate 32,
+                                                                // 87b16k4 = e87 --blocks 16 --topk 4 --nstate 16
     auto take = [&](int64_t& field, int64_t value, const std::string& key) {
       if (value == 0) return;
       if (field != 0 && field != value)
@@ -237,6 +240,8 @@ models::ModelConfig resolve(Config& c) {
     };
     take(c.heads, sized->heads, "heads");
     take(c.nstate, sized->nstate, "nstate");
+    take(c.blocks, sized->blocks, "blocks");
+    take(c.topk, sized->topk, "topk");
     c.model = sized->model;
   }
   const models::ModelSpec* spec = nullptr;
@@ -251,8 +256,10 @@ models::ModelConfig resolve(Config& c) {
   reject_unused(models::kExpansion, c.expansion != 0, "expansion");
   reject_unused(models::kHeads, c.heads != 0, "heads");
   reject_unused(models::kNstate, c.nstate != 0, "nstate");
-  if (c.dim < 0 || c.depth < 0 || c.heads < 0 || c.nstate < 0 || c.expansion < 0)
-    throw UsageError("model sizes (--dim, --depth, --heads, --nstate, --expansion) must be positive");
+  reject_unused(models::kBlocks, c.blocks != 0, "blocks");
+  reject_unused(models::kTopk, c.topk != 0, "topk");
+  if (c.dim < 0 || c.depth < 0 || c.heads < 0 || c.nstate < 0 || c.blocks < 0 || c.topk < 0 || c.expansion < 0)
+    throw UsageError("model sizes (--dim, --depth, --heads, --nstate, --blocks, --topk, --expansion) must be positive");
 
   // Device, precision, implementation.
   const bool have_cuda = torch::cuda::is_available();
@@ -277,6 +284,8 @@ models::ModelConfig resolve(Config& c) {
   if (c.expansion) m.expansion = c.expansion;
   if (c.heads) m.heads = c.heads;
   if (c.nstate) m.nstate = c.nstate;
+  if (c.blocks) m.blocks = c.blocks;
+  if (c.topk) m.topk = c.topk;
   m.impl = c.impl == "kernel" ? ops::Impl::Kernel : ops::Impl::Reference;
   if (!c.params.empty()) {
     if (c.dim) throw UsageError("give either --dim or --params, not both");
@@ -297,6 +306,8 @@ models::ModelConfig resolve(Config& c) {
   c.dim = m.dim, c.depth = m.depth, c.expansion = (spec->uses & models::kExpansion) ? m.expansion : 0;
   c.heads = (spec->uses & models::kHeads) ? m.heads : 0;
   c.nstate = (spec->uses & models::kNstate) ? m.nstate : 0;
+  c.blocks = (spec->uses & models::kBlocks) ? m.blocks : 0;
+  c.topk = (spec->uses & models::kTopk) ? m.topk : 0;
 
   // Budget and optimisation.
   if (c.time_s <= 0 && c.steps <= 0) throw UsageError("no budget: give --time (e.g. 10m) or --steps");

@@ -96,6 +96,8 @@ std::string model_summary(const Config& c) {
   }
   if (c.heads) s += " heads " + std::to_string(c.heads);
   if (c.nstate) s += " nstate " + std::to_string(c.nstate);
+  if (c.blocks) s += " blocks " + std::to_string(c.blocks);
+  if (c.topk) s += " topk " + std::to_string(c.topk);
   return s;
 }
 

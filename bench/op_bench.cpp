@@ -4,7 +4,8 @@
 //
 // Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference]
 //                         [--iters 10]
-//   OP: dense-tanh | dense-linear | dense-gated | diag-e61 (see kOps below).
+//   OP: dense-tanh | dense-linear | dense-gated | diag-e61 | sparse-b4k2 | sparse-b16k4 | sparse-b32k8 (see ops()
+//   below; the sparse_block cases take their widths from the E87 level name and ignore --D).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
@@ -19,6 +20,7 @@
 
 #include "ops/dense_elman/dense_elman.h"
 #include "ops/gated_diag/gated_diag.h"
+#include "ops/sparse_block/sparse_block.h"
 
 namespace {
 using elman::ops::Impl;
@@ -67,12 +69,27 @@ OpCase diag(elman::ops::DiagCell cell) {
           }};
 }
 
+// E87: blocks, top-K, n_state; proj [B,T, blocks*3n + n + blocks] as the mixer's GEMM gives it.
+OpCase sparse(int64_t blocks, int64_t top_k, int64_t n) {
+  return {[=](const Shape& s) {
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            return std::vector<torch::Tensor>{leaf(torch::randn({s.B, s.T, blocks * 3 * n + n + blocks}, o.dtype(s.dtype))),
+                                              leaf(2.0 + 0.5 * torch::randn({blocks, n}, o))};
+          },
+          [=](const std::vector<torch::Tensor>& in, const Shape& s) {
+            return elman::ops::sparse_block(in[0], in[1], torch::Tensor(), blocks, top_k, n, s.impl);
+          }};
+}
+
 const std::map<std::string, OpCase>& ops() {
   static const std::map<std::string, OpCase> m = {
       {"dense-tanh", dense(elman::ops::DenseMode::Tanh)},
       {"dense-linear", dense(elman::ops::DenseMode::Linear)},
       {"dense-gated", dense(elman::ops::DenseMode::GatedTanh)},
       {"diag-e61", diag(elman::ops::DiagCell::E61)},
+      {"sparse-b4k2", sparse(4, 2, 32)},
+      {"sparse-b16k4", sparse(16, 4, 16)},
+      {"sparse-b32k8", sparse(32, 8, 16)},
   };
   return m;
 }

@@ -18,6 +18,8 @@ struct ModelConfig {
   double expansion = 0;    // d_inner = dim * expansion (cells that use it)
   int64_t heads = 0;       // attention / multi-head cells
   int64_t nstate = 0;      // matrix-state cells
+  int64_t blocks = 0;      // sparse block memory (E87): memory blocks
+  int64_t topk = 0;        // sparse block memory (E87): blocks updated per step
   ops::Impl impl = ops::Impl::Reference;  // recurrent cells: our CUDA kernel or the LibTorch reference
   torch::TensorOptions build = torch::TensorOptions().dtype(torch::kFloat);  // where parameters are made
 };

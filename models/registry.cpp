@@ -9,6 +9,7 @@
 #include "models/mixers/delta_matrix.h"
 #include "models/mixers/gated_diag.h"
 #include "models/mixers/llama.h"
+#include "models/mixers/sparse_block.h"
 
 namespace elman::models {
 namespace {
@@ -16,9 +17,11 @@ template <typename M>
 MixerPtr make(const ModelConfig& c) {
   return std::make_shared<M>(c);
 }
-ModelConfig defaults(int64_t dim, int64_t depth, double expansion = 0, int64_t heads = 0, int64_t nstate = 0) {
+ModelConfig defaults(int64_t dim, int64_t depth, double expansion = 0, int64_t heads = 0, int64_t nstate = 0,
+                     int64_t blocks = 0, int64_t topk = 0) {
   ModelConfig c;
   c.dim = dim, c.depth = depth, c.expansion = expansion, c.heads = heads, c.nstate = nstate;
+  c.blocks = blocks, c.topk = topk;
   return c;
 }
 }  // namespace
@@ -39,6 +42,7 @@ const std::vector<ModelSpec>& all_models() {
       {"e68", "E68 self-gating Elman (spec 2.13)", make_gated_diag<ops::DiagCell::E68>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e74", "E74 full-matrix delta-rule memory, no gate, tanh (spec 2.18)", make_delta_matrix<DeltaCell::E74Full>, nullptr, defaults(1536, 20, 2.0, 0, 32), kNstate, true},
       {"e75", "E75 multi-head gated delta-rule memory (spec 2.20); E75h4n32 = --heads 4 --nstate 32", make_delta_matrix<DeltaCell::E75>, nullptr, defaults(1920, 20, 1.0, 4, 32), kHeads | kNstate, true},
+      {"e87", "E87 sparse block memory, top-K routed delta-rule blocks (spec 2.21); E87b16k4 = --blocks 16 --topk 4 --nstate 16", make<SparseBlockMixer>, nullptr, defaults(1920, 20, 1.0, 0, 16, 16, 4), kNstate | kBlocks | kTopk, true},
       {"llama", "Llama transformer: RoPE attention + SwiGLU (spec 2.22)", make<LlamaAttention>, make<SwiGLU>, defaults(640, 20), kHeads, false},
   };
   return models;
@@ -52,9 +56,20 @@ const ModelSpec& find_model(const std::string& name) {
 
 std::optional<SizedName> parse_sized_name(const std::string& name) {
   static const std::regex e75(R"([Ee]75h([1-9][0-9]{0,3})(?:n([1-9][0-9]{0,3}))?)");
+  static const std::regex e87(R"((?:[Ee])?87b([1-9][0-9]{0,3})k([1-9][0-9]{0,3})(?:n([1-9][0-9]{0,3}))?)");
   std::smatch m;
-  if (!std::regex_match(name, m, e75)) return std::nullopt;
-  return SizedName{"e75", std::stoll(m[1].str()), m[2].matched ? std::stoll(m[2].str()) : 0};
+  if (std::regex_match(name, m, e75))
+    return SizedName{"e75", std::stoll(m[1].str()), m[2].matched ? std::stoll(m[2].str()) : 0};
+  if (std::regex_match(name, m, e87)) {
+    SizedName s{"e87"};
+    s.blocks = std::stoll(m[1].str()), s.topk = std::stoll(m[2].str());
+    if (m[3].matched) s.nstate = std::stoll(m[3].str());
+    else if (s.blocks == 4 || s.blocks == 6) s.nstate = 32;  // the level names' n_state (spec 2.21)
+    else if (s.blocks == 8) s.nstate = 24;
+    else if (s.blocks == 16 || s.blocks == 32) s.nstate = 16;
+    return s;
+  }
+  return std::nullopt;
 }
 
 std::string model_names() {

@@ -12,14 +12,14 @@
 namespace elman::models {
 
 // Bit flags for the model options a model takes besides dim and depth.
-enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4 };
+enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4, kBlocks = 8, kTopk = 16 };
 
 struct ModelSpec {
   std::string name;
   std::string description;
   std::function<MixerPtr(const ModelConfig&)> mixer;  // the block's mixer
   std::function<MixerPtr(const ModelConfig&)> mlp;    // optional second sub-block (Llama's SwiGLU)
-  ModelConfig defaults;                               // dim, depth, expansion, heads, nstate
+  ModelConfig defaults;                               // dim, depth, expansion, heads, nstate, blocks, topk
   unsigned uses = 0;                                  // Uses flags
   bool recurrent_kernel = false;                      // has a CUDA kernel / reference choice
 };
@@ -29,10 +29,12 @@ const ModelSpec& find_model(const std::string& name);  // throws std::invalid_ar
 std::string model_names();
 
 // The seed reports' names that carry sizes: "E75h4n32" (or "e75h4n32") is e75 with heads 4 and nstate 32,
-// "E75h4" is e75 with heads 4 and its default nstate (0 here). Any other name: nullopt.
+// "E75h4" is e75 with heads 4 and its default nstate (0 here). "87b16k4" (or "E87b16k4", "e87b16k4") is e87 with
+// blocks 16 and topk 4 and the n_state the spec's level names fix (b4, b6 -> 32, b8 -> 24, b16, b32 -> 16; other
+// block counts: the model's default, 0 here); "87b4k2n48" gives n_state explicitly. Any other name: nullopt.
 struct SizedName {
   std::string model;
-  int64_t heads = 0, nstate = 0;
+  int64_t heads = 0, nstate = 0, blocks = 0, topk = 0;
 };
 std::optional<SizedName> parse_sized_name(const std::string& name);                             // "e61, llama"
 

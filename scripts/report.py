@@ -23,7 +23,7 @@ import sys
 FAMILIES = [
     ("Gated-diagonal Elman", {"e61", "e62", "e64", "e65", "e67", "e68"}),
     ("Dense-recurrence Elman", {"e1", "e42", "e56", "e63", "e66"}),
-    ("Matrix-state delta rule", {"e74", "e75"}),
+    ("Matrix-state delta rule", {"e74", "e75", "e87"}),
     ("Baselines", {"llama", "mamba2", "gdn"}),
 ]
 

@@ -74,7 +74,7 @@ TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[con
     auto cmd = parse(args);
     return app::resolve(cmd.config);
   };
-  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e74, e75, llama");
+  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e74, e75, e87, llama");
   require_usage_error([&] { resolve({"--model", "llama", "--dim", "100"}); }, "multiple of");
   require_usage_error([&] { resolve({"--model", "llama", "--expansion", "2"}); }, "does not take --expansion");
   require_usage_error([&] { resolve({"--model", "e61", "--nstate", "32"}); }, "does not take --nstate");
@@ -131,7 +131,12 @@ TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[confi
       {"bench-100m/E75h5n24.yaml", 97302240}, {"bench-100m/E75h5n28.yaml", 101142640},
       {"bench-100m/E75h5n32.yaml", 104983040}, {"bench-100m/E75h6n16.yaml", 104116096},
       {"bench-100m/E75h6n20.yaml", 97302240}, {"bench-100m/E75h6n24.yaml", 101910720},
-      {"bench-100m/E75h6n28.yaml", 94830624}, {"bench-100m/E75h6n32.yaml", 99131904}};
+      {"bench-100m/E75h6n28.yaml", 94830624}, {"bench-100m/E75h6n32.yaml", 99131904},
+      // E87 sparse block memory: the width closest to 100M by exact count (spec 4's formula; at the seed's
+      // widths the same formula gives its 52,770,176 / 49,305,600 / 63,022,976 / 74,092,800).
+      {"bench-100m/E87b4k2.yaml", 102969856}, {"bench-100m/E87b8k3.yaml", 98532480},
+      {"bench-100m/E87b16k4.yaml", 105599360}, {"bench-100m/E87b32k4.yaml", 96773632},
+      {"bench-100m/E87b32k8.yaml", 96773632}};
   for (const auto& [file, params] : expected) {
     app::Config c;
     app::apply_yaml_file(c, std::string(ELMAN_SOURCE_DIR) + "/configs/" + file);
@@ -140,7 +145,8 @@ TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[confi
     INFO(file);
     CHECK(models::count_params(m) == params);
     // The E75 scan's widths are what --params 100m picks for each heads x n_state.
-    if (file.rfind("bench-100m/E75h", 0) == 0) CHECK(models::dim_for_params(m, 100000000) == m.dim);
+    if (file.rfind("bench-100m/E75h", 0) == 0 || file.rfind("bench-100m/E87", 0) == 0)
+      CHECK(models::dim_for_params(m, 100000000) == m.dim);
   }
 }
 
@@ -177,6 +183,58 @@ TEST_CASE("the seed reports' sized names E75h<H>n<N> resolve to e75 with those s
   require_usage_error([&] { resolve({"--model", "E75h0n32"}); }, "unknown model 'E75h0n32'");
   require_usage_error([&] { resolve({"--model", "E75h4n65"}); }, "n_state 65 is not supported");
   require_usage_error([&] { resolve({"--model", "e74", "--nstate", "100"}); }, "use --nstate from 1 to 64");
+}
+
+TEST_CASE("the seed reports' sized names 87b<B>k<K>(n<N>) resolve to e87 with those sizes", "[config]") {
+  struct Case {
+    const char* name;
+    int64_t blocks, topk, nstate;
+  };
+  for (const auto& [name, blocks, topk, nstate] :
+       {Case{"87b4k2", 4, 2, 32}, Case{"E87b6k3", 6, 3, 32}, Case{"e87b8k3", 8, 3, 24}, Case{"87b16k4", 16, 4, 16},
+        Case{"E87b32k8", 32, 8, 16}, Case{"87b4k2n48", 4, 2, 48}, Case{"87b5k2", 5, 2, 0}}) {
+    INFO(name);
+    auto sized = models::parse_sized_name(name);
+    REQUIRE(sized);
+    CHECK(sized->model == "e87");
+    CHECK(sized->blocks == blocks);
+    CHECK(sized->topk == topk);
+    CHECK(sized->nstate == nstate);
+    CHECK(sized->heads == 0);
+  }
+  for (const char* other : {"e87", "87b16", "87b0k2", "87bk2", "87b16k4n", "E87b16k4x", "X87b16k4"}) {
+    INFO(other);
+    CHECK(!models::parse_sized_name(other));
+  }
+  auto resolve = [](std::vector<std::string> args) {
+    args.insert(args.end(), {"--steps", "1", "--device", "cpu"});
+    auto cmd = parse(args);
+    auto m = app::resolve(cmd.config);
+    return std::make_pair(cmd.config, m);
+  };
+  auto [c, m] = resolve({"--model", "E87b16k4"});
+  CHECK(c.model == "e87");
+  CHECK(c.blocks == 16);
+  CHECK(c.topk == 4);
+  CHECK(c.nstate == 16);
+  CHECK(m.dim == 1920);  // the default width is the 100M one of E87b16k4
+  CHECK(models::count_params(m) == 105599360);
+  // The seed's widths reproduce spec section 4's counts.
+  CHECK(models::count_params(resolve({"--model", "87b16k4", "--dim", "1408"}).second) == 63022976);
+  CHECK(models::count_params(resolve({"--model", "87b32k8", "--dim", "1280"}).second) == 74092800);
+  auto [c2, m2] = resolve({"--model", "e87", "--blocks", "32", "--topk", "16", "--nstate", "7", "--dim", "128"});
+  CHECK(m2.blocks == 32);
+  CHECK(m2.topk == 16);
+  CHECK(m2.nstate == 7);
+  require_usage_error([&] { resolve({"--model", "87b16k4", "--topk", "3"}); }, "--topk 3 contradicts model name '87b16k4'");
+  require_usage_error([&] { resolve({"--model", "87b33k4"}); }, "--blocks 33 is not supported; use --blocks from 1 to 32");
+  require_usage_error([&] { resolve({"--model", "87b8k9"}); },
+                      "--topk 9 is not supported with 8 blocks; use --topk from 1 to the block count 8");
+  require_usage_error([&] { resolve({"--model", "e87", "--blocks", "8", "--topk", "12"}); },
+                      "e87: --topk 12 is not supported with 8 blocks");
+  require_usage_error([&] { resolve({"--model", "87b4k2n65"}); }, "n_state 65 is not supported; use --nstate from 1 to 64");
+  require_usage_error([&] { resolve({"--model", "e75", "--blocks", "4"}); }, "model 'e75' does not take --blocks");
+  require_usage_error([&] { resolve({"--model", "e61", "--topk", "4"}); }, "model 'e61' does not take --topk");
 }
 
 TEST_CASE("the saved config reloads to the same resolved config", "[config]") {
