@@ -83,6 +83,10 @@ const std::vector<Option>& options() {
       real("expansion", &Config::expansion, "cell width = dim * expansion (cells that take it)"),
       integer("heads", &Config::heads, "heads (attention, multi-head cells)"),
       integer("nstate", &Config::nstate, "state size (matrix-state cells)"),
+      str("state", &Config::state, "e74 state: full (n x n matrix) | diagonal [full]"),
+      str("update", &Config::update, "e74 update: delta | simple (diagonal only) [delta]"),
+      str("projection", &Config::projection, "e74 projections: tiedkvq | noz | full (diagonal: all; full state: noz) [noz]"),
+      str("nonlinearity", &Config::nonlinearity, "e74 state nonlinearity: tanh | linear (diagonal simple only) [tanh]"),
       str("params", &Config::params, "target size, e.g. 100m: picks dim at --depth from the exact count"),
       str("impl", &Config::impl, "auto | kernel | reference (cell implementation)"),
       str("data", &Config::data, "training data: a file of raw bytes"),
@@ -251,6 +255,10 @@ models::ModelConfig resolve(Config& c) {
   reject_unused(models::kExpansion, c.expansion != 0, "expansion");
   reject_unused(models::kHeads, c.heads != 0, "heads");
   reject_unused(models::kNstate, c.nstate != 0, "nstate");
+  reject_unused(models::kCellOptions, !c.state.empty(), "state");
+  reject_unused(models::kCellOptions, !c.update.empty(), "update");
+  reject_unused(models::kCellOptions, !c.projection.empty(), "projection");
+  reject_unused(models::kCellOptions, !c.nonlinearity.empty(), "nonlinearity");
   if (c.dim < 0 || c.depth < 0 || c.heads < 0 || c.nstate < 0 || c.expansion < 0)
     throw UsageError("model sizes (--dim, --depth, --heads, --nstate, --expansion) must be positive");
 
@@ -277,6 +285,10 @@ models::ModelConfig resolve(Config& c) {
   if (c.expansion) m.expansion = c.expansion;
   if (c.heads) m.heads = c.heads;
   if (c.nstate) m.nstate = c.nstate;
+  using Pair = std::pair<const std::string*, std::string*>;
+  for (auto [given, field] : {Pair{&c.state, &m.state}, Pair{&c.update, &m.update}, Pair{&c.projection, &m.projection},
+                              Pair{&c.nonlinearity, &m.nonlinearity}})
+    if (!given->empty()) *field = *given;
   m.impl = c.impl == "kernel" ? ops::Impl::Kernel : ops::Impl::Reference;
   if (!c.params.empty()) {
     if (c.dim) throw UsageError("give either --dim or --params, not both");
@@ -297,6 +309,7 @@ models::ModelConfig resolve(Config& c) {
   c.dim = m.dim, c.depth = m.depth, c.expansion = (spec->uses & models::kExpansion) ? m.expansion : 0;
   c.heads = (spec->uses & models::kHeads) ? m.heads : 0;
   c.nstate = (spec->uses & models::kNstate) ? m.nstate : 0;
+  c.state = m.state, c.update = m.update, c.projection = m.projection, c.nonlinearity = m.nonlinearity;
 
   // Budget and optimisation.
   if (c.time_s <= 0 && c.steps <= 0) throw UsageError("no budget: give --time (e.g. 10m) or --steps");

@@ -18,6 +18,9 @@ struct ModelConfig {
   double expansion = 0;    // d_inner = dim * expansion (cells that use it)
   int64_t heads = 0;       // attention / multi-head cells
   int64_t nstate = 0;      // matrix-state cells
+  // E74's cell options (spec 2.18, 2.19): state full | diagonal, update delta | simple,
+  // projection tiedkvq | noz | full, nonlinearity tanh | linear. Empty for other models.
+  std::string state, update, projection, nonlinearity;
   ops::Impl impl = ops::Impl::Reference;  // recurrent cells: our CUDA kernel or the LibTorch reference
   torch::TensorOptions build = torch::TensorOptions().dtype(torch::kFloat);  // where parameters are made
 };
