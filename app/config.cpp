@@ -85,6 +85,10 @@ const std::vector<Option>& options() {
       integer("nstate", &Config::nstate, "state size (matrix-state cells)"),
       integer("blocks", &Config::blocks, "memory blocks (sparse block memory, e87)"),
       integer("topk", &Config::topk, "blocks updated per step (sparse block memory, e87)"),
+      str("state", &Config::state, "e74 state: full (n x n matrix) | diagonal [full]"),
+      str("update", &Config::update, "e74 update: delta | simple (diagonal only) [delta]"),
+      str("projection", &Config::projection, "e74 projections: tiedkvq | noz | full (diagonal: all; full state: noz) [noz]"),
+      str("nonlinearity", &Config::nonlinearity, "e74 state nonlinearity: tanh | linear (diagonal simple only) [tanh]"),
       str("params", &Config::params, "target size, e.g. 100m: picks dim at --depth from the exact count"),
       str("impl", &Config::impl, "auto | kernel | reference (cell implementation)"),
       str("data", &Config::data, "training data: a file of raw bytes"),
@@ -258,6 +262,10 @@ models::ModelConfig resolve(Config& c) {
   reject_unused(models::kNstate, c.nstate != 0, "nstate");
   reject_unused(models::kBlocks, c.blocks != 0, "blocks");
   reject_unused(models::kTopk, c.topk != 0, "topk");
+  reject_unused(models::kCellOptions, !c.state.empty(), "state");
+  reject_unused(models::kCellOptions, !c.update.empty(), "update");
+  reject_unused(models::kCellOptions, !c.projection.empty(), "projection");
+  reject_unused(models::kCellOptions, !c.nonlinearity.empty(), "nonlinearity");
   if (c.dim < 0 || c.depth < 0 || c.heads < 0 || c.nstate < 0 || c.blocks < 0 || c.topk < 0 || c.expansion < 0)
     throw UsageError("model sizes (--dim, --depth, --heads, --nstate, --blocks, --topk, --expansion) must be positive");
 
@@ -286,6 +294,10 @@ models::ModelConfig resolve(Config& c) {
   if (c.nstate) m.nstate = c.nstate;
   if (c.blocks) m.blocks = c.blocks;
   if (c.topk) m.topk = c.topk;
+  using Pair = std::pair<const std::string*, std::string*>;
+  for (auto [given, field] : {Pair{&c.state, &m.state}, Pair{&c.update, &m.update}, Pair{&c.projection, &m.projection},
+                              Pair{&c.nonlinearity, &m.nonlinearity}})
+    if (!given->empty()) *field = *given;
   m.impl = c.impl == "kernel" ? ops::Impl::Kernel : ops::Impl::Reference;
   if (!c.params.empty()) {
     if (c.dim) throw UsageError("give either --dim or --params, not both");
@@ -308,6 +320,7 @@ models::ModelConfig resolve(Config& c) {
   c.nstate = (spec->uses & models::kNstate) ? m.nstate : 0;
   c.blocks = (spec->uses & models::kBlocks) ? m.blocks : 0;
   c.topk = (spec->uses & models::kTopk) ? m.topk : 0;
+  c.state = m.state, c.update = m.update, c.projection = m.projection, c.nonlinearity = m.nonlinearity;
 
   // Budget and optimisation.
   if (c.time_s <= 0 && c.steps <= 0) throw UsageError("no budget: give --time (e.g. 10m) or --steps");

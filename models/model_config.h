@@ -20,6 +20,9 @@ struct ModelConfig {
   int64_t nstate = 0;      // matrix-state cells
   int64_t blocks = 0;      // sparse block memory (E87): memory blocks
   int64_t topk = 0;        // sparse block memory (E87): blocks updated per step
+  // E74's cell options (spec 2.18, 2.19): state full | diagonal, update delta | simple,
+  // projection tiedkvq | noz | full, nonlinearity tanh | linear. Empty for other models.
+  std::string state, update, projection, nonlinearity;
   ops::Impl impl = ops::Impl::Reference;  // recurrent cells: our CUDA kernel or the LibTorch reference
   torch::TensorOptions build = torch::TensorOptions().dtype(torch::kFloat);  // where parameters are made
 };

@@ -24,6 +24,11 @@ ModelConfig defaults(int64_t dim, int64_t depth, double expansion = 0, int64_t h
   c.blocks = blocks, c.topk = topk;
   return c;
 }
+ModelConfig e74_defaults() {  // the full-matrix configuration that ran (spec 2.18)
+  auto c = defaults(1536, 20, 2.0, 0, 32);
+  c.state = "full", c.update = "delta", c.projection = "noz", c.nonlinearity = "tanh";
+  return c;
+}
 }  // namespace
 
 const std::vector<ModelSpec>& all_models() {
@@ -40,7 +45,7 @@ const std::vector<ModelSpec>& all_models() {
       {"e66", "E66 low-rank-h Elman, rank max(D/4, 16) (spec 2.11)", make_dense_elman<DenseCell::E66>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e67", "E67 h-gated Elman (spec 2.12)", make_gated_diag<ops::DiagCell::E67>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e68", "E68 self-gating Elman (spec 2.13)", make_gated_diag<ops::DiagCell::E68>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
-      {"e74", "E74 full-matrix delta-rule memory, no gate, tanh (spec 2.18)", make_delta_matrix<DeltaCell::E74Full>, nullptr, defaults(1536, 20, 2.0, 0, 32), kNstate, true},
+      {"e74", "E74 delta-rule memory (spec 2.18, 2.19): --state full (matrix) | diagonal, --update, --projection, --nonlinearity", make_e74, nullptr, e74_defaults(), kNstate | kCellOptions, true},
       {"e75", "E75 multi-head gated delta-rule memory (spec 2.20); E75h4n32 = --heads 4 --nstate 32", make_delta_matrix<DeltaCell::E75>, nullptr, defaults(1920, 20, 1.0, 4, 32), kHeads | kNstate, true},
       {"e87", "E87 sparse block memory, top-K routed delta-rule blocks (spec 2.21); E87b16k4 = --blocks 16 --topk 4 --nstate 16", make<SparseBlockMixer>, nullptr, defaults(1920, 20, 1.0, 0, 16, 16, 4), kNstate | kBlocks | kTopk, true},
       {"llama", "Llama transformer: RoPE attention + SwiGLU (spec 2.22)", make<LlamaAttention>, make<SwiGLU>, defaults(640, 20), kHeads, false},

@@ -12,7 +12,8 @@
 namespace elman::models {
 
 // Bit flags for the model options a model takes besides dim and depth.
-enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4, kBlocks = 8, kTopk = 16 };
+// kCellOptions: --state, --update, --projection, --nonlinearity (E74).
+enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4, kBlocks = 8, kTopk = 16, kCellOptions = 32 };
 
 struct ModelSpec {
   std::string name;

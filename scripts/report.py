@@ -22,6 +22,7 @@ import sys
 # Families for the per-family tables; a model not listed here goes under "other".
 FAMILIES = [
     ("Gated-diagonal Elman", {"e61", "e62", "e64", "e65", "e67", "e68"}),
+    ("Diagonal delta rule (e74 --state diagonal)", {"e74-diagonal"}),
     ("Dense-recurrence Elman", {"e1", "e42", "e56", "e63", "e66"}),
     ("Matrix-state delta rule", {"e74", "e75", "e87"}),
     ("Baselines", {"llama", "mamba2", "gdn"}),
@@ -37,6 +38,13 @@ def read_config(path):
                 key, value = line.split(":", 1)
                 out[key.strip()] = value.strip().strip('"')
     return out
+
+
+def family_key(r):
+    """The name a run is grouped by: e74 with a diagonal state is an elementwise cell, not a matrix state."""
+    if r.get("model") == "e74" and r["cfg"].get("state") == "diagonal":
+        return "e74-diagonal"
+    return r.get("model")
 
 
 def read_losses(path):
@@ -115,7 +123,7 @@ def main():
     md += [row(r) for r in ok]
     for family, members in FAMILIES + [("Other", None)]:
         known = set().union(*(m for _, m in FAMILIES))
-        rows = [r for r in ok if (r.get("model") in members if members else r.get("model") not in known)]
+        rows = [r for r in ok if (family_key(r) in members if members else family_key(r) not in known)]
         if rows:
             md += ["", f"### {family}", "", head] + [row(r) for r in rows]
     if bad:

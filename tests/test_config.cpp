@@ -122,6 +122,9 @@ TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[confi
       // E74 full matrix and E75h4n32 from spec section 4; the E75 scan: the width closest to 100M by exact count.
       {"bench-100m/E74-full-n16.yaml", 98237952}, {"bench-100m/E74-full-n32.yaml", 101678592},
       {"bench-100m/E74-full-n48.yaml", 105119232}, {"bench-100m/E74-full-n64.yaml", 108559872},
+      // The E74 diagonal seed variants (spec section 4 recounts; noz and full keep the reference's unused W_q, W_z).
+      {"bench-100m/E74-d-tiedkvq-t.yaml", 103644672}, {"bench-100m/E74-s-tiedkvq-t.yaml", 103644672},
+      {"bench-100m/E74-d-noz-t.yaml", 98612096}, {"bench-100m/E74-d-full-t.yaml", 104018816},
       {"bench-100m/E75h3n16.yaml", 94284736}, {"bench-100m/E75h3n20.yaml", 96742576},
       {"bench-100m/E75h3n24.yaml", 99200416}, {"bench-100m/E75h3n28.yaml", 101658256},
       {"bench-100m/E75h3n32.yaml", 104116096}, {"bench-100m/E75h4n16.yaml", 97561856},
@@ -237,15 +240,64 @@ TEST_CASE("the seed reports' sized names 87b<B>k<K>(n<N>) resolve to e87 with th
   require_usage_error([&] { resolve({"--model", "e61", "--topk", "4"}); }, "model 'e61' does not take --topk");
 }
 
+TEST_CASE("e74 cell options: defaults, diagonal variants, and clear errors for what is not supported", "[config]") {
+  auto resolve = [](std::vector<std::string> args) {
+    args.insert(args.end(), {"--steps", "1", "--device", "cpu", "--dim", "128", "--depth", "2"});
+    auto cmd = parse(args);
+    auto m = app::resolve(cmd.config);
+    return std::make_pair(cmd.config, m);
+  };
+  auto [c, m] = resolve({"--model", "e74"});  // the full-matrix configuration that ran (spec 2.18)
+  CHECK(c.state == "full");
+  CHECK(c.update == "delta");
+  CHECK(c.projection == "noz");
+  CHECK(c.nonlinearity == "tanh");
+  // Diagonal: any n_state (no matrix in registers), every projection set; W_q and W_z add n x D each.
+  const int64_t D = 256, n = 100;
+  auto count = [&](const char* update, const char* projection, const char* nonlinearity) {
+    auto [cd, md] = resolve({"--model", "e74", "--state", "diagonal", "--nstate", "100", "--update", update,
+                             "--projection", projection, "--nonlinearity", nonlinearity});
+    CHECK(cd.state == "diagonal");
+    return models::count_params(md);
+  };
+  const int64_t tied = count("delta", "tiedkvq", "tanh");
+  CHECK(count("simple", "tiedkvq", "tanh") == tied);
+  CHECK(count("simple", "tiedkvq", "linear") == tied);
+  CHECK(count("delta", "noz", "tanh") == tied + 2 * 2 * n * D);  // depth 2 layers x (W_kv - W_k + W_q)
+  CHECK(count("delta", "full", "tanh") == tied + 2 * 3 * n * D);
+  require_usage_error([&] { resolve({"--model", "e74", "--state", "diagonal", "--nonlinearity", "linear"}); },
+                      "--update delta --nonlinearity linear is refused: k is not normalised, so |1 - k^2| > 1");
+  require_usage_error([&] { resolve({"--model", "e74", "--state", "diagonal", "--nonlinearity", "linear"}); },
+                      "use --nonlinearity tanh or --update simple");
+  for (const char* bad : {"--update=simple", "--projection=tiedkvq", "--projection=full", "--nonlinearity=linear"}) {
+    INFO(bad);
+    require_usage_error([&] { resolve({"--model", "e74", bad}); },
+                        "--state full runs the full-matrix kernel, which supports only --update delta --projection noz");
+  }
+  require_usage_error([&] { resolve({"--model", "e74", "--state", "diag"}); }, "invalid --state 'diag' (valid: full, diagonal)");
+  require_usage_error([&] { resolve({"--model", "e74", "--state", "diagonal", "--projection", "qkv"}); },
+                      "invalid --projection 'qkv' (valid: tiedkvq, noz, full)");
+  for (const char* key : {"--state", "--update", "--projection", "--nonlinearity"}) {
+    INFO(key);
+    require_usage_error([&] { resolve({"--model", "e61", key, "x"}); }, std::string("model 'e61' does not take ") + key);
+  }
+}
+
 TEST_CASE("the saved config reloads to the same resolved config", "[config]") {
-  auto cmd = parse({"--model", "llama", "--params", "100m", "--time", "90s", "--device", "cpu"});
-  app::resolve(cmd.config);
   const auto dir = test::scratch_dir("reload");
-  test::write_file(dir + "/config.yaml", app::config_yaml(cmd.config));
-  app::Config again;
-  app::apply_yaml_file(again, dir + "/config.yaml");
-  app::resolve(again);
-  CHECK(app::config_yaml(again) == app::config_yaml(cmd.config));
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--model", "llama", "--params", "100m", "--time", "90s", "--device", "cpu"},
+           {"--model", "e74", "--state", "diagonal", "--update", "simple", "--projection", "full", "--nstate", "96",
+            "--steps", "5", "--device", "cpu"}}) {
+    auto cmd = parse(args);
+    app::resolve(cmd.config);
+    test::write_file(dir + "/config.yaml", app::config_yaml(cmd.config));
+    app::Config again;
+    app::apply_yaml_file(again, dir + "/config.yaml");
+    app::resolve(again);
+    INFO(args[1]);
+    CHECK(app::config_yaml(again) == app::config_yaml(cmd.config));
+  }
 }
 
 TEST_CASE("the executable reports bad input in one line with exit status 2", "[config][cli]") {

@@ -96,6 +96,32 @@ struct CellE68 {
   }
 };
 
+// E74 diagonal (spec 2.19; a = k, p = v, no parameters): h = f(c hp + v k) with c = 1 - k^2 (delta) or 0.9
+// (simple) and f = tanh or the identity.
+template <bool kDelta, bool kTanh>
+struct CellE74Diag {
+  static constexpr int P = 0;
+  __device__ static float fwd(float hp, float k, float v, const float*) {
+    const float pre = (kDelta ? 1.f - k * k : 0.9f) * hp + v * k;
+    return kTanh ? tanhf(pre) : pre;
+  }
+  __device__ static float bwd(float G, float hp, float k, float v, const float*, float& dk, float& dv, float*) {
+    const float c = kDelta ? 1.f - k * k : 0.9f;
+    float dpre = G;
+    if constexpr (kTanh) {
+      const float h = tanhf(c * hp + v * k);
+      dpre = G * (1.f - h * h);
+    }
+    dk = dpre * (kDelta ? v - 2.f * k * hp : v);
+    dv = dpre * k;
+    return dpre * c;
+  }
+};
+
+// Register arrays of a cell's P parameters (at least one element, so cells without parameters compile).
+template <typename Cell>
+using ParamRegs = float[Cell::P > 0 ? Cell::P : 1];
+
 // Calls f(CellType{}) for the runtime cell id (ops::DiagCell order).
 template <typename F>
 void dispatch_diag_cell(int cell, F&& f) {
@@ -106,6 +132,9 @@ void dispatch_diag_cell(int cell, F&& f) {
     case 3: f(CellE65{}); break;
     case 4: f(CellE67{}); break;
     case 5: f(CellE68{}); break;
+    case 6: f(CellE74Diag<true, true>{}); break;
+    case 7: f(CellE74Diag<false, true>{}); break;
+    case 8: f(CellE74Diag<false, false>{}); break;
     default: TORCH_CHECK(false, "gated_diag: unknown cell id ", cell);
   }
 }

@@ -42,7 +42,7 @@ __global__ void __launch_bounds__(kThreads) gated_diag_bwd_kernel(const BwdParam
   const int idx = blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= p.B * p.D) return;
   const int b = idx / p.D, d = idx % p.D;
-  float w[Cell::P], dw[Cell::P];
+  ParamRegs<Cell> w, dw;
 #pragma unroll
   for (int i = 0; i < Cell::P; ++i) w[i] = p.w[i * p.D + d], dw[i] = 0.f;
   const int64_t proj_off = static_cast<int64_t>(b) * p.T * 2 * p.D + d;

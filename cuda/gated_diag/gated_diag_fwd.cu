@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kThreads) gated_diag_fwd_kernel(const FwdParam
   const int idx = blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= p.B * p.D) return;
   const int b = idx / p.D, d = idx % p.D;
-  float w[Cell::P];
+  ParamRegs<Cell> w;
 #pragma unroll
   for (int i = 0; i < Cell::P; ++i) w[i] = p.w[i * p.D + d];
   const scalar_t* proj = p.proj + static_cast<int64_t>(b) * p.T * 2 * p.D + d;

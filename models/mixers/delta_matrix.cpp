@@ -1,5 +1,8 @@
 #include "models/mixers/delta_matrix.h"
 
+#include <initializer_list>
+
+#include "models/mixers/gated_diag.h"
 #include "models/param.h"
 #include "ops/delta_matrix/delta_matrix.h"
 
@@ -30,6 +33,27 @@ torch::Tensor DeltaMatrixMixer::forward(const torch::Tensor& x) {
   if (cell_ == DeltaCell::E75) u = torch::silu(u);
   auto y = ops::delta_matrix(torch::linear(u, w_proj_), b_beta_, torch::Tensor(), heads_, n_, impl_)[0];
   return torch::linear(y, out_proj_);
+}
+
+MixerPtr make_e74(const ModelConfig& cfg) {
+  auto check_one_of = [&](const char* key, const std::string& value, std::initializer_list<const char*> valid) {
+    std::string list;
+    for (const char* v : valid) {
+      if (value == v) return;
+      list += (list.empty() ? "" : ", ") + std::string(v);
+    }
+    TORCH_CHECK(false, cfg.name, ": invalid --", key, " '", value, "' (valid: ", list, ")");
+  };
+  check_one_of("state", cfg.state, {"full", "diagonal"});
+  check_one_of("update", cfg.update, {"delta", "simple"});
+  check_one_of("projection", cfg.projection, {"tiedkvq", "noz", "full"});
+  check_one_of("nonlinearity", cfg.nonlinearity, {"tanh", "linear"});
+  if (cfg.state == "diagonal") return std::make_shared<E74DiagMixer>(cfg);
+  TORCH_CHECK(cfg.update == "delta" && cfg.projection == "noz" && cfg.nonlinearity == "tanh", cfg.name,
+              " --state full runs the full-matrix kernel, which supports only --update delta --projection noz "
+              "--nonlinearity tanh (got --update ", cfg.update, " --projection ", cfg.projection, " --nonlinearity ",
+              cfg.nonlinearity, "); use --state diagonal for the other combinations");
+  return std::make_shared<DeltaMatrixMixer>(cfg, DeltaCell::E74Full);
 }
 
 }  // namespace elman::models

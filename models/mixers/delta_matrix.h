@@ -26,6 +26,10 @@ class DeltaMatrixMixer : public Mixer {
   torch::Tensor in_proj_, w_proj_, b_beta_, out_proj_;
 };
 
+// The e74 registry line: checks the cell options (ModelConfig::state, update, projection, nonlinearity)
+// and builds the full-matrix layer (state full: delta, noz, tanh only) or E74DiagMixer (state diagonal).
+MixerPtr make_e74(const ModelConfig& cfg);
+
 template <DeltaCell kCell>
 MixerPtr make_delta_matrix(const ModelConfig& cfg) {
   return std::make_shared<DeltaMatrixMixer>(cfg, kCell);

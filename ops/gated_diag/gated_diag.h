@@ -13,7 +13,8 @@ namespace elman::ops {
 // Args:
 //   cell   which recurrence (cells.h).
 //   proj   [B,T,2D] float32 or bfloat16: [a, p] = the two input projections from one GEMM.
-//   w      [P,D] per-channel parameters in cells.h order (any float dtype; used in fp32).
+//   w      [P,D] per-channel parameters in cells.h order (any float dtype; used in fp32); [0,D] for the
+//          E74 cells, which have none.
 //   h0     [B,D] initial state, or an undefined tensor for zeros.
 //   impl   Impl::Kernel runs our CUDA kernels (CUDA tensors, a CUDA build); Impl::Reference runs
 //          gated_diag_reference. Asking for the kernel where it cannot run throws.

@@ -48,6 +48,9 @@ std::vector<torch::Tensor> gated_diag_reference(DiagCell cell, const torch::Tens
         h = alpha * h + (1 - alpha) * torch::tanh(p + w[1]) * g;
         break;
       }
+      case DiagCell::E74DeltaTanh: h = torch::tanh(h * (1 - a * a) + p * a); break;
+      case DiagCell::E74SimpleTanh: h = torch::tanh(0.9 * h + p * a); break;
+      case DiagCell::E74SimpleLinear: h = 0.9 * h + p * a; break;
     }
     ys.push_back(h * h * torch::sigmoid(h));
   }

@@ -1,4 +1,6 @@
 // The LM scaffold with each mixer: shapes, initial loss, causality, kernel vs reference at equal weights.
+#include <array>
+
 #include "models/lm.h"
 #include "models/registry.h"
 #include "tests/support/catch.h"
@@ -14,6 +16,20 @@ models::ModelConfig tiny(const models::ModelSpec& spec, ops::Impl impl = ops::Im
   if (spec.uses & models::kHeads) c.heads = 4;
   return c;
 }
+
+// The E74 diagonal variants (spec 2.19) plus the stable linear one, as tiny LMs.
+std::vector<models::ModelConfig> e74_diagonal_variants(ops::Impl impl = ops::Impl::Reference) {
+  std::vector<models::ModelConfig> out;
+  for (auto [update, projection, nonlinearity] : std::vector<std::array<const char*, 3>>{
+           {"delta", "tiedkvq", "tanh"}, {"delta", "noz", "tanh"}, {"delta", "full", "tanh"},
+           {"simple", "tiedkvq", "tanh"}, {"simple", "noz", "linear"}}) {
+    auto c = tiny(models::find_model("e74"), impl);
+    c.nstate = 12, c.state = "diagonal", c.update = update, c.projection = projection, c.nonlinearity = nonlinearity;
+    out.push_back(c);
+  }
+  return out;
+}
+std::string variant_name(const models::ModelConfig& c) { return c.update + "-" + c.projection + "-" + c.nonlinearity; }
 }  // namespace
 
 TEST_CASE("a fresh LM predicts bytes near uniformly", "[lm]") {
@@ -64,5 +80,66 @@ TEST_CASE("every kernel LM agrees with its reference LM at identical weights", "
     auto pr = ref->named_parameters(), pk = ker->named_parameters();
     for (const auto& item : pr)
       test::expect_close(spec.name + " grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
+  }
+}
+
+TEST_CASE("the E74 diagonal LMs train every weight the cell reads, and only the reference's unused W_q, W_z get none", "[lm]") {
+  for (const auto& cfg : e74_diagonal_variants()) {
+    INFO(variant_name(cfg));
+    torch::manual_seed(4);
+    models::LM lm(cfg);
+    auto tokens = torch::randint(0, 256, {2, 33}, torch::kLong);
+    auto loss = lm->loss(tokens.narrow(1, 0, 32), tokens.narrow(1, 1, 32));
+    CHECK(std::abs(loss.item<double>() - std::log(256.0)) < 0.3);
+    loss.backward();
+    int unused = 0;
+    for (const auto& item : lm->named_parameters()) {
+      INFO(item.key());
+      const auto& key = item.key();
+      const bool never_read = key.size() > 4 && (key.substr(key.size() - 4) == ".w_q" || key.substr(key.size() - 4) == ".w_z");
+      if (never_read) {
+        CHECK(!item.value().grad().defined());
+        ++unused;
+      } else {
+        REQUIRE(item.value().grad().defined());
+        CHECK(item.value().grad().abs().sum().item<double>() > 0);
+      }
+    }
+    CHECK(unused == cfg.depth * (cfg.projection == "full" ? 2 : cfg.projection == "noz" ? 1 : 0));
+    // Causal, like every model.
+    lm->eval();
+    auto a = torch::randint(0, 256, {1, 40}, torch::kLong);
+    auto b = a.clone();
+    b.narrow(1, 25, 15).random_(0, 256);
+    auto la = lm->forward(a), lb = lm->forward(b);
+    CHECK(torch::allclose(la.narrow(1, 0, 25), lb.narrow(1, 0, 25), 1e-6, 1e-6));
+    CHECK(!torch::allclose(la.narrow(1, 25, 15), lb.narrow(1, 25, 15)));
+  }
+}
+
+TEST_CASE("the E74 diagonal kernel LMs agree with their reference LMs at identical weights", "[lm][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  auto ref_cfgs = e74_diagonal_variants(ops::Impl::Reference), ker_cfgs = e74_diagonal_variants(ops::Impl::Kernel);
+  for (size_t i = 0; i < ref_cfgs.size(); ++i) {
+    const auto name = variant_name(ref_cfgs[i]);
+    std::printf("e74 diagonal %s\n", name.c_str());
+    torch::manual_seed(5);
+    models::LM ref(ref_cfgs[i]);
+    torch::manual_seed(5);
+    models::LM ker(ker_cfgs[i]);
+    ref->to(torch::kCUDA), ker->to(torch::kCUDA);
+    auto tokens = torch::randint(0, 256, {3, 65}, torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA));
+    auto lr = ref->loss(tokens.narrow(1, 0, 64), tokens.narrow(1, 1, 64));
+    auto lk = ker->loss(tokens.narrow(1, 0, 64), tokens.narrow(1, 1, 64));
+    lr.backward(), lk.backward();
+    test::expect_close(name + " loss", lr, lk, 1e-5);
+    auto pr = ref->named_parameters(), pk = ker->named_parameters();
+    for (const auto& item : pr) {
+      if (!item.value().grad().defined()) {  // the unused W_q, W_z: none on either side
+        CHECK(!pk[item.key()].grad().defined());
+        continue;
+      }
+      test::expect_close(name + " grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
+    }
   }
 }

@@ -1,5 +1,6 @@
-// Gated-diagonal cells (E61, E62, E64, E65, E67, E68): the reference against hand arithmetic and finite
+// Gated-diagonal cells (E61, E62, E64, E65, E67, E68, E74 diagonal): the reference against hand arithmetic and finite
 // differences (CPU), and the CUDA kernel against the reference, forward and every gradient (GPU).
+#include <algorithm>
 #include <cmath>
 
 #include "ops/gated_diag/gated_diag.h"
@@ -12,20 +13,25 @@ using ops::DiagCell;
 using test::expect_close;
 
 namespace {
-const std::vector<DiagCell> kCells = {DiagCell::E61, DiagCell::E62, DiagCell::E64, DiagCell::E65, DiagCell::E67, DiagCell::E68};
+const std::vector<DiagCell> kE74Cells = {DiagCell::E74DeltaTanh, DiagCell::E74SimpleTanh, DiagCell::E74SimpleLinear};
+const std::vector<DiagCell> kCells = {DiagCell::E61,          DiagCell::E62,           DiagCell::E64,
+                                      DiagCell::E65,          DiagCell::E67,           DiagCell::E68,
+                                      DiagCell::E74DeltaTanh, DiagCell::E74SimpleTanh, DiagCell::E74SimpleLinear};
+bool is_e74(DiagCell cell) { return std::find(kE74Cells.begin(), kE74Cells.end(), cell) != kE74Cells.end(); }
 
 struct Inputs {
   torch::Tensor proj, w, h0, dy, dh_T;
 };
 
-// Random inputs; gate pre-activations spread so the gates cover (0, 1) from near 0 to near 1.
+// Random inputs; gate pre-activations spread so the gates cover (0, 1) from near 0 to near 1. The E74 cells
+// get k ~ N(0, 1) (unnormalised, as at the 100M init: |k| > sqrt 2 about one step in six, so 1 - k^2 < -1 occurs).
 Inputs make_inputs(DiagCell cell, int64_t B, int64_t T, int64_t D, torch::Dtype dtype, torch::Device dev) {
   auto f = torch::TensorOptions().dtype(torch::kFloat).device(dev);
   const auto P = static_cast<int64_t>(ops::diag_cell_info(cell).params.size());
   Inputs in;
-  in.proj = torch::cat({torch::randn({B, T, D}, f) * 3.0, torch::randn({B, T, D}, f)}, 2).to(dtype);
+  in.proj = torch::cat({torch::randn({B, T, D}, f) * (is_e74(cell) ? 1.0 : 3.0), torch::randn({B, T, D}, f)}, 2).to(dtype);
   in.w = torch::randn({P, D}, f) * 0.5;
-  in.w[0] += 1.0;  // gate biases around the spec's init
+  if (P > 0) in.w[0] += 1.0;  // gate biases around the spec's init
   in.h0 = torch::randn({B, D}, f);
   in.dy = torch::randn({B, T, D}, f).to(dtype);
   in.dh_T = torch::randn({B, D}, f);
@@ -42,7 +48,9 @@ std::vector<torch::Tensor> run(DiagCell cell, const Inputs& in, ops::Impl impl, 
   if (use_dy) loss = loss + (out[0].to(in.w.scalar_type()) * in.dy.to(in.w.scalar_type())).sum();
   if (use_dh) loss = loss + (out[1] * in.dh_T).sum();
   loss.backward();
-  return {out[0], out[1], proj.grad(), w.grad(), h0.grad()};
+  // The E74 cells have no parameters: w is [0,D] and the reference, which never reads it, leaves no gradient.
+  auto dw = w.numel() == 0 ? torch::zeros_like(w) : w.grad();
+  return {out[0], out[1], proj.grad(), dw, h0.grad()};
 }
 
 double sig(double x) { return 1 / (1 + std::exp(-x)); }
@@ -64,10 +72,53 @@ TEST_CASE("gated_diag_reference follows each cell's recurrence by hand", "[gated
       case DiagCell::E65: h = sig(a + w0) * hp + (1 - sig(a + w0)) * std::tanh(w2 * hp + p + w1); break;
       case DiagCell::E67: h = sig(a + w2 * hp + w0) * hp + (1 - sig(a + w2 * hp + w0)) * std::tanh(p + w1); break;
       case DiagCell::E68: h = sig(a + w0) * hp + (1 - sig(a + w0)) * std::tanh(p + w1) * sig(w2 * hp + w3); break;
+      case DiagCell::E74DeltaTanh: h = std::tanh(hp * (1 - a * a) + p * a); break;
+      case DiagCell::E74SimpleTanh: h = std::tanh(0.9 * hp + p * a); break;
+      case DiagCell::E74SimpleLinear: h = 0.9 * hp + p * a; break;
     }
     INFO(ops::diag_cell_info(cell).name);
     CHECK(std::abs(out[1][0][0].item<double>() - h) < 1e-12);
     CHECK(std::abs(out[0][0][0][0].item<double>() - h * h * sig(h)) < 1e-12);
+  }
+}
+
+TEST_CASE("gated_diag_reference E74 diagonal cells equal an element-by-element fp64 loop", "[gated_diag]") {
+  const int64_t B = 2, T = 7, n = 3;
+  for (auto cell : kE74Cells) {
+    torch::manual_seed(6);
+    auto in = make_inputs(cell, B, T, n, torch::kDouble, torch::kCPU);
+    in.h0 = in.h0.to(torch::kDouble);
+    auto out = ops::gated_diag_reference(cell, in.proj, in.w.to(torch::kDouble), in.h0);
+    auto proj = in.proj.accessor<double, 3>();
+    auto y = out[0].accessor<double, 3>();
+    INFO(ops::diag_cell_info(cell).name);
+    double max_err = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t i = 0; i < n; ++i) {
+        double s = in.h0[b][i].item<double>();
+        for (int64_t t = 0; t < T; ++t) {
+          const double k = proj[b][t][i], v = proj[b][t][n + i];
+          const double pre = (cell == DiagCell::E74DeltaTanh ? (1 - k * k) : 0.9) * s + v * k;
+          s = cell == DiagCell::E74SimpleLinear ? pre : std::tanh(pre);
+          max_err = std::max(max_err, std::abs(y[b][t][i] - s * s * sig(s)));
+        }
+        max_err = std::max(max_err, std::abs(out[1][b][i].item<double>() - s));
+      }
+    }
+    CHECK(max_err < 1e-12);
+  }
+}
+
+TEST_CASE("gated_diag_reference: T steps at once equal T1 then T-T1 with the carried state", "[gated_diag]") {
+  for (auto cell : kCells) {
+    torch::manual_seed(7);
+    auto in = make_inputs(cell, 2, 11, 5, torch::kDouble, torch::kCPU);
+    auto whole = ops::gated_diag_reference(cell, in.proj, in.w, in.h0);
+    auto first = ops::gated_diag_reference(cell, in.proj.narrow(1, 0, 4), in.w, in.h0);
+    auto second = ops::gated_diag_reference(cell, in.proj.narrow(1, 4, 7), in.w, first[1]);
+    const std::string name = ops::diag_cell_info(cell).name;
+    expect_close(name + " y (split, reference)", whole[0], torch::cat({first[0], second[0]}, 1), 1e-12);
+    expect_close(name + " h_T (split, reference)", whole[1], second[1], 1e-12);
   }
 }
 
@@ -120,6 +171,30 @@ TEST_CASE("gated_diag kernel matches the reference: forward and every gradient",
     expect_close("dproj", ref[2], got[2], f32 ? 1e-5 : 1e-2);
     expect_close("dw", ref[3], got[3], f32 ? 1e-5 : 1e-2);
     expect_close("dh0", ref[4], got[4], f32 ? 1e-5 : 1e-2);
+  }
+}
+
+TEST_CASE("gated_diag kernel matches the reference for the E74 diagonal cells at every n_state", "[gated_diag][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  const auto cell = GENERATE(DiagCell::E74DeltaTanh, DiagCell::E74SimpleTanh, DiagCell::E74SimpleLinear);
+  const auto T = GENERATE(1, 63, 257);
+  const auto B = GENERATE(1, 3);
+  const auto n = GENERATE(1, 7, 16, 96, 100);
+  const auto dtype = GENERATE(torch::kFloat, torch::kBFloat16);
+  const std::string name = std::string(ops::diag_cell_info(cell).name) + "-B" + std::to_string(B) + "-T" +
+                           std::to_string(T) + "-n" + std::to_string(n) + (dtype == torch::kFloat ? "-fp32" : "-bf16");
+  SECTION(name) {
+    std::printf("%s\n", name.c_str());
+    torch::manual_seed(T * 1000 + B * 100 + n);
+    auto in = make_inputs(cell, B, T, n, dtype, torch::kCUDA);
+    auto ref = run(cell, in, ops::Impl::Reference);
+    auto got = run(cell, in, ops::Impl::Kernel);
+    const bool f32 = dtype == torch::kFloat;
+    expect_close("y", ref[0], got[0], f32 ? 1e-5 : 5e-3);
+    expect_close("h_T", ref[1], got[1], 1e-5);
+    expect_close("dproj", ref[2], got[2], f32 ? 1e-5 : 1e-2);
+    expect_close("dh0", ref[4], got[4], f32 ? 1e-5 : 1e-2);
+    CHECK(got[3].sizes() == torch::IntArrayRef({0, n}));  // no per-channel parameters
   }
 }
 
