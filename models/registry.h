@@ -14,6 +14,9 @@ namespace elman::models {
 // Bit flags for the model options a model takes besides dim and depth.
 enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4 };
 
+// The LM's pre-norms and final norm: RMSNorm (weight only) or LayerNorm (weight and bias); both eps 1e-5.
+enum class Norm { RMS, Layer };
+
 struct ModelSpec {
   std::string name;
   std::string description;
@@ -22,6 +25,8 @@ struct ModelSpec {
   ModelConfig defaults;                               // dim, depth, expansion, heads, nstate
   unsigned uses = 0;                                  // Uses flags
   bool recurrent_kernel = false;                      // has a CUDA kernel / reference choice
+  Norm norm = Norm::RMS;                              // the LM's pre-norms and final norm
+  bool chunked = false;  // a LibTorch chunked scan and no CUDA kernel yet: --impl chunked | reference (mamba2)
 };
 
 const std::vector<ModelSpec>& all_models();
