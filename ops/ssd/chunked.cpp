@@ -24,18 +24,23 @@ std::vector<torch::Tensor> ssd_chunked(const torch::Tensor& x, const torch::Tens
   auto dtr = padT(dt, 1).reshape({B, nc, L, H});
   auto Br = padT(Bm, 1).reshape({B, nc, L, N}), Cr = padT(Cm, 1).reshape({B, nc, L, N});
 
-  auto a = (dtr * A.to(ct)).cumsum(2).permute({0, 1, 3, 2});  // [B,nc,H,L] inclusive cumulative log-decay
+  auto dA = (dtr * A.to(ct)).permute({0, 1, 3, 2});  // [B,nc,H,L] per-step log-decay dt_k A
+  auto a = dA.cumsum(-1);                              // inclusive cumulative log-decay a_i
+  // Segment sums seg[i][j] = sum_{j < k <= i} dt_k A, summed directly rather than as a_i - a_j (which loses
+  // digits in fp32 when a is large and negative): keep dA_k in row k of column j where k > j, then cumsum rows.
+  auto later = torch::ones({L, L}, x.options().dtype(torch::kBool)).tril(-1);
+  auto seg = dA.unsqueeze(-1).expand({B, nc, H, L, L}).masked_fill(later.logical_not(), 0).cumsum(-2);
   auto xdt = (xr * dtr.unsqueeze(-1)).permute({0, 1, 3, 2, 4});  // [B,nc,H,L,P] dt_j x_j
 
   // Intra-chunk: (C_i . B_j) exp(a_i - a_j) for j <= i, applied to dt_j x_j.
   auto future = torch::ones({L, L}, x.options().dtype(torch::kBool)).triu(1);
-  auto decay = torch::exp((a.unsqueeze(-1) - a.unsqueeze(-2)).masked_fill(future, -std::numeric_limits<double>::infinity()));
+  auto decay = torch::exp(seg.masked_fill(future, -std::numeric_limits<double>::infinity()));
   auto CB = torch::matmul(Cr, Br.transpose(-1, -2)).unsqueeze(2);  // [B,nc,1,L,L]
   auto y = torch::matmul(CB * decay, xdt);                          // [B,nc,H,L,P]
 
   // Each chunk's own contribution to the state at its end: [B,nc,H,P,N].
   auto a_last = a.narrow(-1, L - 1, 1);  // [B,nc,H,1]
-  auto to_end = torch::exp(a_last - a).unsqueeze(-1);
+  auto to_end = torch::exp(seg.select(-2, L - 1)).unsqueeze(-1);  // exp(a_{L-1} - a_j)
   auto S = torch::matmul((xdt * to_end).transpose(-1, -2), Br.unsqueeze(2));
 
   // State passing: the state entering each chunk.

@@ -9,6 +9,7 @@
 //   passing h_{c+1} = exp(a_{L-1}) h_c + S_c,  h_0 = the initial state      (a loop over the T / L chunks)
 //   inter   y_i += exp(a_i) h_c C_i                                          (the state entering chunk c)
 //   y = intra + inter + D x;  the final state is h after the last chunk.
+// The decays exp(a_i - a_j) are formed from segment sums sum_{j < k <= i} dt_k A, not from differences of a.
 // Every exponent is <= 0 (A < 0, dt > 0), so nothing overflows. Same arguments, layout, dtypes and results as
 // ssd_reference; `chunk` >= 1 is L.
 #pragma once
