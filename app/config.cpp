@@ -90,7 +90,7 @@ const std::vector<Option>& options() {
       str("projection", &Config::projection, "e74 projections: tiedkvq | noz | full (diagonal: all; full state: noz) [noz]"),
       str("nonlinearity", &Config::nonlinearity, "e74 state nonlinearity: tanh | linear (diagonal simple only) [tanh]"),
       str("params", &Config::params, "target size, e.g. 100m: picks dim at --depth from the exact count"),
-      str("impl", &Config::impl, "auto | kernel | reference (cell implementation)"),
+      str("impl", &Config::impl, "auto | kernel | reference | chunked (cell implementation)"),
       str("data", &Config::data, "training data: a file of raw bytes"),
       integer("eval-bytes", &Config::eval_bytes, "held-out tail of the data file for eval (0 = no eval)"),
       duration("time", &Config::time_s, "wall-clock training budget, e.g. 10m, 600s (0 = none)"),
@@ -277,8 +277,16 @@ models::ModelConfig resolve(Config& c) {
   if (c.precision == "auto") c.precision = c.device == "cuda" ? "bf16" : "fp32";
   if (c.precision != "bf16" && c.precision != "fp32") throw UsageError("--precision must be auto, bf16 or fp32, got '" + c.precision + "'");
   if (c.precision == "bf16" && c.device != "cuda") throw UsageError("--precision bf16 (autocast) needs --device cuda; use --precision fp32 on CPU");
-  if (c.impl == "auto") c.impl = !spec->recurrent_kernel ? "libtorch" : c.device == "cuda" ? "kernel" : "reference";
-  if (spec->recurrent_kernel) {
+  // A model with a chunked LibTorch scan and no kernel yet (mamba2) never picks the chunked scan by itself.
+  const std::string no_kernel = "model '" + c.model + "' has no CUDA kernel yet; choose --impl chunked (LibTorch chunked scan) or --impl reference";
+  if (c.impl == "auto") {
+    if (spec->chunked && c.device == "cuda") throw UsageError(no_kernel);
+    c.impl = spec->chunked ? "reference" : !spec->recurrent_kernel ? "libtorch" : c.device == "cuda" ? "kernel" : "reference";
+  }
+  if (spec->chunked) {
+    if (c.impl == "kernel") throw UsageError(no_kernel);
+    if (c.impl != "chunked" && c.impl != "reference") throw UsageError("--impl must be auto, chunked or reference, got '" + c.impl + "'");
+  } else if (spec->recurrent_kernel) {
     if (c.impl != "kernel" && c.impl != "reference") throw UsageError("--impl must be auto, kernel or reference, got '" + c.impl + "'");
     if (c.impl == "kernel" && c.device != "cuda") throw UsageError("--impl kernel runs on CUDA only; use --device cuda or --impl reference");
     if (c.impl == "kernel" && !ops::built_with_cuda()) throw UsageError("--impl kernel: this binary was built without CUDA; rebuild with nvcc on PATH or use --impl reference");
@@ -298,7 +306,7 @@ models::ModelConfig resolve(Config& c) {
   for (auto [given, field] : {Pair{&c.state, &m.state}, Pair{&c.update, &m.update}, Pair{&c.projection, &m.projection},
                               Pair{&c.nonlinearity, &m.nonlinearity}})
     if (!given->empty()) *field = *given;
-  m.impl = c.impl == "kernel" ? ops::Impl::Kernel : ops::Impl::Reference;
+  m.impl = c.impl == "kernel" ? ops::Impl::Kernel : c.impl == "chunked" ? ops::Impl::Chunked : ops::Impl::Reference;
   if (!c.params.empty()) {
     if (c.dim) throw UsageError("give either --dim or --params, not both");
     try {

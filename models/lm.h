@@ -1,8 +1,9 @@
 // The byte-level language model scaffold (spec section 1.1):
 //   embedding (256 x dim, N(0, 0.02), tied to the output head)
-//   -> depth x [ residual += mixer(RMSNorm(residual)) ; optional: residual += mlp(RMSNorm(residual)) ]
-//   -> final RMSNorm -> logits = h E^T.
-// The residual stream stays fp32 under bf16 autocast; RMSNorm has a weight only (init 1, eps 1e-5).
+//   -> depth x [ residual += mixer(norm(residual)) ; optional: residual += mlp(norm(residual)) ]
+//   -> final norm -> logits = h E^T.
+// The residual stream stays fp32 under bf16 autocast. The norm is the model's (ModelSpec::norm): RMSNorm with a
+// weight only (init 1) for most models, LayerNorm with weight (init 1) and bias (init 0) for Mamba2; eps 1e-5.
 #pragma once
 #include <torch/torch.h>
 
@@ -11,17 +12,19 @@
 
 #include "models/mixer.h"
 #include "models/model_config.h"
+#include "models/registry.h"
 
 namespace elman::models {
 
 // One block: residual += mixer(norm(residual)), then optionally residual += mlp(mlp_norm(residual)).
 class Block : public torch::nn::Module {
  public:
-  Block(const ModelConfig& cfg, const MixerPtr& mixer, const MixerPtr& mlp);
+  Block(const ModelConfig& cfg, Norm norm, const MixerPtr& mixer, const MixerPtr& mlp);
   torch::Tensor forward(const torch::Tensor& residual);
 
  private:
-  torch::Tensor norm_, mlp_norm_;
+  Norm norm_kind_;
+  torch::Tensor norm_, norm_bias_, mlp_norm_, mlp_norm_bias_;  // biases: LayerNorm only
   MixerPtr mixer_, mlp_;
 };
 
@@ -38,7 +41,8 @@ class LMImpl : public torch::nn::Module {
 
  private:
   ModelConfig cfg_;
-  torch::Tensor embedding_, final_norm_;
+  Norm norm_kind_;
+  torch::Tensor embedding_, final_norm_, final_norm_bias_;
   std::vector<std::shared_ptr<Block>> blocks_;
 };
 TORCH_MODULE(LM);

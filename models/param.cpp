@@ -22,6 +22,7 @@ torch::Tensor make_param(torch::nn::Module& m, const std::string& name, torch::I
       case Init::Ones: t.fill_(1.0); break;
       case Init::Zeros: t.zero_(); break;
       case Init::Constant: t.fill_(value); break;
+      case Init::Uniform: t.uniform_(-value, value); break;
     }
   }
   return m.register_parameter(name, t);

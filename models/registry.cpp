@@ -9,6 +9,7 @@
 #include "models/mixers/delta_matrix.h"
 #include "models/mixers/gated_diag.h"
 #include "models/mixers/llama.h"
+#include "models/mixers/mamba2.h"
 #include "models/mixers/sparse_block.h"
 
 namespace elman::models {
@@ -33,7 +34,7 @@ ModelConfig e74_defaults() {  // the full-matrix configuration that ran (spec 2.
 
 const std::vector<ModelSpec>& all_models() {
   static const std::vector<ModelSpec> models = {
-      // name    description                                         mixer                 mlp            defaults                uses        kernel
+      // name    description                                         mixer                 mlp            defaults                uses        kernel  [norm chunked]
       {"e1", "E1 gated Elman, spectral-norm W_h (spec 2.2)", make_dense_elman<DenseCell::E1>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e42", "E42 linear tied self-gated Elman (spec 2.3)", make_dense_elman<DenseCell::E42>, nullptr, defaults(768, 20, 2.0), kExpansion, true},
       {"e56", "E56 concat Elman (spec 2.4)", make_dense_elman<DenseCell::E56>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
@@ -49,6 +50,7 @@ const std::vector<ModelSpec>& all_models() {
       {"e75", "E75 multi-head gated delta-rule memory (spec 2.20); E75h4n32 = --heads 4 --nstate 32", make_delta_matrix<DeltaCell::E75>, nullptr, defaults(1920, 20, 1.0, 4, 32), kHeads | kNstate, true},
       {"e87", "E87 sparse block memory, top-K routed delta-rule blocks (spec 2.21); E87b16k4 = --blocks 16 --topk 4 --nstate 16", make<SparseBlockMixer>, nullptr, defaults(1920, 20, 1.0, 0, 16, 16, 4), kNstate | kBlocks | kTopk, true},
       {"llama", "Llama transformer: RoPE attention + SwiGLU (spec 2.22)", make<LlamaAttention>, make<SwiGLU>, defaults(640, 20), kHeads, false},
+      {"mamba2", "Mamba2 SSD, d_state 128, headdim 64, expand 2, LayerNorm pre-norm (spec 2.22)", make<Mamba2Mixer>, nullptr, defaults(896, 20), 0, false, Norm::Layer, true},
   };
   return models;
 }

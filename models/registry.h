@@ -15,6 +15,9 @@ namespace elman::models {
 // kCellOptions: --state, --update, --projection, --nonlinearity (E74).
 enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4, kBlocks = 8, kTopk = 16, kCellOptions = 32 };
 
+// The LM's pre-norms and final norm: RMSNorm (weight only) or LayerNorm (weight and bias); both eps 1e-5.
+enum class Norm { RMS, Layer };
+
 struct ModelSpec {
   std::string name;
   std::string description;
@@ -23,6 +26,8 @@ struct ModelSpec {
   ModelConfig defaults;                               // dim, depth, expansion, heads, nstate, blocks, topk
   unsigned uses = 0;                                  // Uses flags
   bool recurrent_kernel = false;                      // has a CUDA kernel / reference choice
+  Norm norm = Norm::RMS;                              // the LM's pre-norms and final norm
+  bool chunked = false;  // a LibTorch chunked scan and no CUDA kernel yet: --impl chunked | reference (mamba2)
 };
 
 const std::vector<ModelSpec>& all_models();

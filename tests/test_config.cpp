@@ -74,13 +74,16 @@ TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[con
     auto cmd = parse(args);
     return app::resolve(cmd.config);
   };
-  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e74, e75, e87, llama");
+  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e74, e75, e87, llama, mamba2");
   require_usage_error([&] { resolve({"--model", "llama", "--dim", "100"}); }, "multiple of");
   require_usage_error([&] { resolve({"--model", "llama", "--expansion", "2"}); }, "does not take --expansion");
   require_usage_error([&] { resolve({"--model", "e61", "--nstate", "32"}); }, "does not take --nstate");
   require_usage_error([&] { resolve({"--model", "e61", "--params", "50g"}); }, "no width");
   require_usage_error([&] { resolve({"--model", "e61", "--params", "100m", "--dim", "640"}); }, "either --dim or --params");
   require_usage_error([&] { resolve({"--model", "e61", "--impl", "kernel"}); }, "--impl kernel");
+  require_usage_error([&] { resolve({"--model", "e61", "--impl", "chunked"}); }, "--impl must be auto, kernel or reference");
+  require_usage_error([&] { resolve({"--model", "mamba2", "--impl", "kernel"}); }, "has no CUDA kernel yet; choose --impl chunked");
+  require_usage_error([&] { resolve({"--model", "llama", "--impl", "chunked"}); }, "has no kernel choice");
   require_usage_error([&] { resolve({"--model", "e61", "--precision", "bf16"}); }, "needs --device cuda");
   require_usage_error([] {
     auto cmd = parse({"--model", "e61", "--device", "cpu"});
@@ -96,14 +99,20 @@ TEST_CASE("exact parameter counts of the 100M configurations", "[config]") {
   llama.name = "llama";
   // 256*640 + 20*(4*640^2 + 3*640*1792 + 2*640) + 640: the spec's 101,783,680 less its double norms.
   CHECK(models::count_params(llama) == 101770880);
+  models::ModelConfig mamba2 = models::find_model("mamba2").defaults;
+  mamba2.name = "mamba2";
+  // Spec 2.22: 256*896 + 20*(896*(2*1792 + 2*128 + 28) + 2048*4 + 2048 + 3*28 + 1792 + 1792*896 + 2*896) + 2*896.
+  CHECK(mamba2.dim == 896);
+  CHECK(mamba2.depth == 20);
+  CHECK(models::count_params(mamba2) == 101936528);
 }
 
 TEST_CASE("a 100m target picks the width from the exact count", "[config]") {
-  for (const char* model : {"e61", "llama"}) {
+  for (const auto& [model, dim] : std::vector<std::pair<std::string, int64_t>>{{"e61", 640}, {"llama", 640}, {"mamba2", 896}}) {
     auto cmd = parse({"--model", model, "--params", "100m", "--steps", "1", "--device", "cpu"});
     app::resolve(cmd.config);
     INFO(model);
-    CHECK(cmd.config.dim == 640);
+    CHECK(cmd.config.dim == dim);
     CHECK(cmd.config.depth == 20);
   }
   auto cmd = parse({"--model", "e61", "--params", "100m", "--depth", "10", "--steps", "1", "--device", "cpu"});
@@ -118,7 +127,7 @@ TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[confi
       {"bench-100m/E63.yaml", 84068864}, {"bench-100m/E66.yaml", 114916480},
       {"bench-100m/E61.yaml", 98532480}, {"bench-100m/E62.yaml", 98532480}, {"bench-100m/E64.yaml", 98532480},
       {"bench-100m/E65.yaml", 98558080}, {"bench-100m/E67.yaml", 98558080}, {"bench-100m/E68.yaml", 98583680},
-      {"bench-100m/Llama.yaml", 101770880},
+      {"bench-100m/Llama.yaml", 101770880}, {"bench-100m/Mamba2.yaml", 101936528},
       // E74 full matrix and E75h4n32 from spec section 4; the E75 scan: the width closest to 100M by exact count.
       {"bench-100m/E74-full-n16.yaml", 98237952}, {"bench-100m/E74-full-n32.yaml", 101678592},
       {"bench-100m/E74-full-n48.yaml", 105119232}, {"bench-100m/E74-full-n64.yaml", 108559872},

@@ -73,6 +73,20 @@ TEST_CASE("training on real text lowers the loss and writes the results table", 
   CHECK(md.find("| llama | dim 64 depth 2") != std::string::npos);
 }
 
+TEST_CASE("a tiny Mamba2 trains on real text with the sequential SSD reference", "[train][mamba2]") {
+  const auto dir = test::scratch_dir("train-mamba2");
+  auto res = app::train(tiny_run("mamba2", test::real_text_file(dir, 400000), dir + "/runs"));
+  const auto losses = losses_of(res.run_dir);
+  REQUIRE(losses.size() == 80);
+  double last10 = 0;
+  for (size_t i = 70; i < 80; ++i) last10 += losses[i] / 10;
+  INFO("first " << losses.front() << ", last-10 mean " << last10);
+  CHECK(losses.front() > 5.0);
+  CHECK(last10 < losses.front() - 1.5);
+  CHECK(res.status == "ok");
+  CHECK(res.impl == "reference");
+}
+
 TEST_CASE("N steps straight equal K steps then resume then N-K steps", "[train]") {
   const auto dir = test::scratch_dir("resume");
   const auto data = test::real_text_file(dir, 200000);

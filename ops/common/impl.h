@@ -1,4 +1,5 @@
-// Which implementation of a recurrent cell runs: our CUDA kernel or the pure-LibTorch reference.
+// Which implementation of a recurrent cell runs: our CUDA kernel, the pure-LibTorch reference, or (for ops that
+// have one, e.g. Mamba2's SSD scan) a pure-LibTorch chunked algorithm, chosen by name (--impl chunked).
 // There is no automatic fallback: asking for the kernel where it cannot run is an error.
 #pragma once
 #include <ATen/ATen.h>
@@ -7,9 +8,11 @@
 
 namespace elman::ops {
 
-enum class Impl { Kernel, Reference };
+enum class Impl { Kernel, Reference, Chunked };
 
-inline const char* impl_name(Impl impl) { return impl == Impl::Kernel ? "cuda-kernel" : "reference"; }
+inline const char* impl_name(Impl impl) {
+  return impl == Impl::Kernel ? "cuda-kernel" : impl == Impl::Chunked ? "libtorch-chunked" : "reference";
+}
 
 // True when this binary was built with the CUDA kernels.
 constexpr bool built_with_cuda() {
