@@ -7,9 +7,13 @@
 #include "ops/delta_matrix/reference.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
+#include "tests/support/op_checks.h"
 
 using namespace elman;
 using test::expect_close;
+using test::grad_of;
+using test::leaf;
+using test::require_error;
 
 namespace {
 struct Inputs {
@@ -37,11 +41,6 @@ Inputs to_double(Inputs in) {
   return in;
 }
 
-torch::Tensor leaf(const torch::Tensor& t) {
-  return t.defined() ? t.detach().clone().requires_grad_(true) : torch::Tensor();
-}
-torch::Tensor grad_of(const torch::Tensor& t) { return t.defined() ? t.grad() : torch::Tensor(); }
-
 // Forward + backward of the scalar loss (y . dy) + (S_T . dS_T); returns {y, S_T, dproj, db_beta, dS0}
 // (db_beta undefined for the ungated cell, dS0 undefined when in.S0 is).
 std::vector<torch::Tensor> run(const Inputs& in, ops::Impl impl, bool use_dy = true, bool use_dS_T = true) {
@@ -55,29 +54,11 @@ std::vector<torch::Tensor> run(const Inputs& in, ops::Impl impl, bool use_dy = t
   return {out[0], out[1], proj.grad(), grad_of(b_beta), grad_of(S0)};
 }
 
-const char* const kNames[] = {"y", "S_T", "dproj", "db_beta", "dS0"};
+const std::vector<std::string> kNames = {"y", "S_T", "dproj", "db_beta", "dS0"};
 
 void expect_all_close(const std::string& tag, const std::vector<torch::Tensor>& ref,
                       const std::vector<torch::Tensor>& got, double ratio) {
-  for (size_t i = 0; i < ref.size(); ++i) {
-    INFO(tag + " " + kNames[i]);
-    REQUIRE(ref[i].defined() == got[i].defined());
-    if (ref[i].defined()) expect_close(tag + " " + kNames[i], ref[i], got[i], ratio);
-  }
-}
-
-// Throws unless f() throws a c10::Error whose message contains `needle` on one line.
-template <typename F>
-void require_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    FAIL("expected an error containing '" << needle << "'");
-  } catch (const c10::Error& e) {
-    const std::string msg = e.what_without_backtrace();
-    INFO(msg);
-    CHECK(msg.find(needle) != std::string::npos);
-    CHECK(msg.find('\n') == std::string::npos);
-  }
+  test::expect_all_close(tag, kNames, ref, got, ratio);
 }
 
 double sig(double x) { return 1 / (1 + std::exp(-x)); }

@@ -6,10 +6,12 @@
 #include "ops/dense_elman/reference.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
+#include "tests/support/op_checks.h"
 
 using namespace elman;
 using ops::DenseMode;
 using test::expect_close;
+using test::leaf;
 
 namespace {
 const std::vector<DenseMode> kModes = {DenseMode::Tanh, DenseMode::Linear, DenseMode::GatedTanh};
@@ -38,10 +40,6 @@ Inputs to_double(Inputs in) {
   return in;
 }
 
-torch::Tensor leaf(const torch::Tensor& t) {
-  return t.defined() ? t.detach().clone().requires_grad_(true) : torch::Tensor();
-}
-
 // Forward + backward of the scalar loss (h . dh) + (h_T . dh_T); returns {h, h_T, dpre, dW, dapre, dh0}
 // (dapre undefined unless GatedTanh; dh0 undefined when in.h0 is).
 std::vector<torch::Tensor> run(DenseMode mode, const Inputs& in, ops::Impl impl, bool use_dh = true,
@@ -57,16 +55,11 @@ std::vector<torch::Tensor> run(DenseMode mode, const Inputs& in, ops::Impl impl,
   return {out[0], out[1], pre.grad(), W.grad(), grad(apre), grad(h0)};
 }
 
-const char* const kNames[] = {"h", "h_T", "dpre", "dW", "dapre", "dh0"};
+const std::vector<std::string> kNames = {"h", "h_T", "dpre", "dW", "dapre", "dh0"};
 
-// Compares every output and gradient that both sides have (dapre only for GatedTanh).
 void expect_all_close(const std::string& tag, const std::vector<torch::Tensor>& ref,
                       const std::vector<torch::Tensor>& got, double ratio) {
-  for (size_t i = 0; i < ref.size(); ++i) {
-    INFO(tag + " " + kNames[i]);
-    REQUIRE(ref[i].defined() == got[i].defined());
-    if (ref[i].defined()) expect_close(tag + " " + kNames[i], ref[i], got[i], ratio);
-  }
+  test::expect_all_close(tag, kNames, ref, got, ratio);
 }
 
 double sig(double x) { return 1 / (1 + std::exp(-x)); }

@@ -10,9 +10,14 @@
 #include "ops/sparse_block/sparse_block.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
+#include "tests/support/op_checks.h"
 
 using namespace elman;
 using test::expect_close;
+using test::grad_of;
+using test::leaf;
+using test::require_error;
+using test::expect_all_close;
 
 namespace {
 struct Inputs {
@@ -38,11 +43,6 @@ Inputs to_double(Inputs in) {
     if (t->defined()) *t = t->to(torch::kDouble);
   return in;
 }
-
-torch::Tensor leaf(const torch::Tensor& t) {
-  return t.defined() ? t.detach().clone().requires_grad_(true) : torch::Tensor();
-}
-torch::Tensor grad_of(const torch::Tensor& t) { return t.defined() ? t.grad() : torch::Tensor(); }
 
 // Forward + backward of the scalar loss (y . dy) + (S_T . dS_T); returns {y, S_T, dproj, db_beta, dS0}.
 std::vector<torch::Tensor> run(const Inputs& in, ops::Impl impl, bool use_dy = true, bool use_dS_T = true) {
@@ -85,30 +85,8 @@ std::vector<torch::Tensor> run_scan(const ScanInputs& in, ops::Impl impl) {
   return {out[0], out[1], sp.grad(), b_beta.grad(), w.grad(), S0.grad()};
 }
 
-void expect_all_close(const std::string& tag, const std::vector<std::string>& names,
-                      const std::vector<torch::Tensor>& ref, const std::vector<torch::Tensor>& got, double ratio) {
-  for (size_t i = 0; i < ref.size(); ++i) {
-    INFO(tag + " " + names[i]);
-    REQUIRE(ref[i].defined() == got[i].defined());
-    if (ref[i].defined()) expect_close(tag + " " + names[i], ref[i], got[i], ratio);
-  }
-}
 const std::vector<std::string> kNames = {"y", "S_T", "dproj", "db_beta", "dS0"};
 const std::vector<std::string> kScanNames = {"yb", "S_T", "dscan_proj", "db_beta", "dw", "dS0"};
-
-// Throws unless f() throws a c10::Error whose message contains `needle` on one line.
-template <typename F>
-void require_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    FAIL("expected an error containing '" << needle << "'");
-  } catch (const c10::Error& e) {
-    const std::string msg = e.what_without_backtrace();
-    INFO(msg);
-    CHECK(msg.find(needle) != std::string::npos);
-    CHECK(msg.find('\n') == std::string::npos);
-  }
-}
 
 double sig(double x) { return 1 / (1 + std::exp(-x)); }
 }  // namespace

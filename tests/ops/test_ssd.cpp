@@ -7,9 +7,11 @@
 #include "ops/ssd/ssd.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
+#include "tests/support/op_checks.h"
 
 using namespace elman;
 using test::expect_close;
+using test::require_error;
 
 namespace {
 struct Inputs {
@@ -43,20 +45,6 @@ Inputs to_double(Inputs in) {
 torch::Tensor loss_of(const std::vector<torch::Tensor>& out, const Inputs& in) {
   const auto lt = in.dh_T.scalar_type();
   return (out[0].to(lt) * in.dy.to(lt)).sum() + (out[1].to(lt) * in.dh_T).sum();
-}
-
-// Throws unless f() throws a c10::Error whose message contains `needle` on one line.
-template <typename F>
-void require_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    FAIL("expected an error containing '" << needle << "'");
-  } catch (const c10::Error& e) {
-    const std::string msg = e.what_without_backtrace();
-    INFO(msg);
-    CHECK(msg.find(needle) != std::string::npos);
-    CHECK(msg.find('\n') == std::string::npos);
-  }
 }
 }  // namespace
 
@@ -167,15 +155,11 @@ std::vector<torch::Tensor> run_chunked(const Inputs& in, int64_t L) {
   return run(in, [L](const std::vector<torch::Tensor>& a) { return ops::ssd_chunked(a[0], a[1], a[2], a[3], a[4], a[5], a[6], L); });
 }
 
-const char* const kNames[] = {"y", "h_T", "dx", "ddt", "dA", "dB", "dC", "dD", "dh0"};
+const std::vector<std::string> kNames = {"y", "h_T", "dx", "ddt", "dA", "dB", "dC", "dD", "dh0"};
 
 void expect_all_close(const std::string& tag, const std::vector<torch::Tensor>& ref,
                       const std::vector<torch::Tensor>& got, double ratio) {
-  for (size_t i = 0; i < ref.size(); ++i) {
-    INFO(tag + " " + kNames[i]);
-    REQUIRE(ref[i].defined() == got[i].defined());
-    if (ref[i].defined()) expect_close(tag + " " + kNames[i], ref[i], got[i], ratio);
-  }
+  test::expect_all_close(tag, kNames, ref, got, ratio);
 }
 }  // namespace
 
