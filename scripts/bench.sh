@@ -3,9 +3,11 @@
 # bf16 autocast with fp32 master weights, for each model, side by side in one run; with
 # --torch, also our plain-PyTorch Llama (scripts/bench_torch_llama.py), eager and torch.compile.
 # tok/s excludes the first (warm-up) step. Needs a CUDA GPU and a build (scripts/setup.sh).
-# Usage: scripts/bench.sh [--torch] [--steps N] [MODEL[@IMPL] ...]   (default models: llama e61)
-#   MODEL@reference runs the model's pure-LibTorch cell (per-step cuBLAS GEMMs and pointwise ops) instead
-#   of our kernel, to measure the kernel against it in the same run.
+# Usage: scripts/bench.sh [--torch] [--steps N] [MODEL[@IMPL] | CONFIG.yaml[@IMPL] ...]   (default: llama e61)
+#   MODEL runs at --params 100m; a CONFIG.yaml (e.g. configs/bench-100m/E74-d-noz-t.yaml) runs its model,
+#   sizes and options (the row is named after the file). @reference runs the model's pure-LibTorch cell
+#   (per-step cuBLAS GEMMs and pointwise ops) instead of our kernel, to measure the kernel against it in the
+#   same run; without @IMPL the model's (or config's) default implementation runs.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${ELMAN_BUILD_DIR:-$root/build}"
@@ -30,13 +32,20 @@ row() { printf '%-20s %12s %12s %12s %8s\n' "$@"; }
 row model params impl tok/s memGiB
 # Each row is printed as soon as its run ends, so a sweep cut short still reports what it measured.
 for spec in "${models[@]}"; do
-  m="${spec%@*}" impl=auto
+  m="${spec%@*}" impl=""
   [ "$m" = "$spec" ] || impl="${spec#*@}"
-  "$build/elman-train" --model "$m" --impl "$impl" --params 100m --steps "$steps" --warmup 5 --batch 32 --chunk 512 \
-    --eval-bytes 0 --device cuda --data "$data" --out "$out" --name "$m-$impl" --log-every 10 >"$out/$m-$impl.log" 2>&1 ||
-    { cat "$out/$m-$impl.log"; exit 1; }
-  IFS=$'\t' read -r a b c d e < <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['model']}\t{r['params']}\t{r['impl']}\t{r['tok_s']:.0f}\t{r['peak_mem_gib']:.1f}\")" "$out/$m-$impl/results.json")
-  row "$a" "$b" "$c" "$d" "$e"
+  if [[ "$m" == *.yaml ]]; then  # a config (model options such as E74's --state): its model and sizes
+    [ -f "$m" ] || { echo "bench.sh: no config file $m" >&2; exit 2; }
+    label="$(basename "$m" .yaml)" what=(--config "$m")
+  else
+    label="$m" what=(--model "$m" --params 100m)
+  fi
+  name="$label-${impl:-auto}"
+  "$build/elman-train" "${what[@]}" ${impl:+--impl "$impl"} --steps "$steps" --warmup 5 --batch 32 --chunk 512 \
+    --eval-bytes 0 --device cuda --data "$data" --out "$out" --name "$name" --log-every 10 >"$out/$name.log" 2>&1 ||
+    { cat "$out/$name.log"; exit 1; }
+  IFS=$'\t' read -r b c d e < <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['params']}\t{r['impl']}\t{r['tok_s']:.0f}\t{r['peak_mem_gib']:.1f}\")" "$out/$name/results.json")
+  row "$label" "$b" "$c" "$d" "$e"
 done
 if [ "$torch" = 1 ]; then
   for mode in "" --compile; do
