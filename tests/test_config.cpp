@@ -1,5 +1,6 @@
 // Configuration: durations, YAML defaults under flags, strict keys, model resolution and exact sizes.
 #include <filesystem>
+#include <utility>
 
 #include "app/config.h"
 #include "models/registry.h"
@@ -14,6 +15,14 @@ app::Command parse(std::vector<std::string> args) {
   std::vector<const char*> argv{"elman-train"};
   for (auto& a : args) argv.push_back(a.c_str());
   return app::parse_command_line(static_cast<int>(argv.size()), argv.data());
+}
+
+// Parses args plus a CPU one-step budget and resolves them: {the resolved config, its model config}.
+std::pair<app::Config, models::ModelConfig> resolve_on_cpu(std::vector<std::string> args) {
+  args.insert(args.end(), {"--steps", "1", "--device", "cpu"});
+  auto cmd = parse(args);
+  auto m = app::resolve(cmd.config);
+  return {cmd.config, m};
 }
 
 // Runs `f`, requires a UsageError whose one-line message contains `needle`.
@@ -69,11 +78,7 @@ TEST_CASE("bad configuration gives a one-line error naming the fix", "[config]")
 }
 
 TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[config]") {
-  auto resolve = [](std::vector<std::string> args) {
-    args.insert(args.end(), {"--steps", "1", "--device", "cpu"});
-    auto cmd = parse(args);
-    return app::resolve(cmd.config);
-  };
+  auto resolve = [](std::vector<std::string> args) { return resolve_on_cpu(std::move(args)).second; };
   require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e74, e75, e87, llama, mamba2");
   require_usage_error([&] { resolve({"--model", "llama", "--dim", "100"}); }, "multiple of");
   require_usage_error([&] { resolve({"--model", "llama", "--expansion", "2"}); }, "does not take --expansion");
@@ -176,12 +181,7 @@ TEST_CASE("the seed reports' sized names E75h<H>n<N> resolve to e75 with those s
     INFO(other);
     CHECK(!models::parse_sized_name(other));
   }
-  auto resolve = [](std::vector<std::string> args) {
-    args.insert(args.end(), {"--steps", "1", "--device", "cpu"});
-    auto cmd = parse(args);
-    auto m = app::resolve(cmd.config);
-    return std::make_pair(cmd.config, m);
-  };
+  const auto resolve = resolve_on_cpu;
   auto [c, m] = resolve({"--model", "E75h4n32"});
   CHECK(c.model == "e75");
   CHECK(c.heads == 4);
@@ -218,12 +218,7 @@ TEST_CASE("the seed reports' sized names 87b<B>k<K>(n<N>) resolve to e87 with th
     INFO(other);
     CHECK(!models::parse_sized_name(other));
   }
-  auto resolve = [](std::vector<std::string> args) {
-    args.insert(args.end(), {"--steps", "1", "--device", "cpu"});
-    auto cmd = parse(args);
-    auto m = app::resolve(cmd.config);
-    return std::make_pair(cmd.config, m);
-  };
+  const auto resolve = resolve_on_cpu;
   auto [c, m] = resolve({"--model", "E87b16k4"});
   CHECK(c.model == "e87");
   CHECK(c.blocks == 16);
@@ -251,10 +246,8 @@ TEST_CASE("the seed reports' sized names 87b<B>k<K>(n<N>) resolve to e87 with th
 
 TEST_CASE("e74 cell options: defaults, diagonal variants, and clear errors for what is not supported", "[config]") {
   auto resolve = [](std::vector<std::string> args) {
-    args.insert(args.end(), {"--steps", "1", "--device", "cpu", "--dim", "128", "--depth", "2"});
-    auto cmd = parse(args);
-    auto m = app::resolve(cmd.config);
-    return std::make_pair(cmd.config, m);
+    args.insert(args.end(), {"--dim", "128", "--depth", "2"});
+    return resolve_on_cpu(args);
   };
   auto [c, m] = resolve({"--model", "e74"});  // the full-matrix configuration that ran (spec 2.18)
   CHECK(c.state == "full");

@@ -221,6 +221,8 @@ struct MmaProduct {
     return sizeof(c10::BFloat16) * kBTile * static_cast<size_t>(Dp + 8) +
            sizeof(float) * static_cast<size_t>(kWarps) * kRows * kRedPitch;
   }
+  // Whether a row of Dp columns fits the register-resident fragments (at most kMmaMaxKt k-tiles per warp).
+  static bool fits(int64_t Dp) { return Dp / kKStep <= kWarps * kMmaMaxKt; }
   uint32_t a[kMmaMaxKt][4];  // A fragments of this warp's k-tiles (two bf16 each)
   c10::BFloat16* vs;         // [kBTile][P]
   float* red;

@@ -164,7 +164,7 @@ bool launch_bwd(BwdParams<float>& p, cudaStream_t stream, std::integer_sequence<
 
 template <int... Rs>
 bool launch_bwd(BwdParams<c10::BFloat16>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
-  return p.Dp / kKStep <= kWarps * kMmaMaxKt && try_bwd<MmaProduct>(p, stream);
+  return MmaProduct::fits(p.Dp) && try_bwd<MmaProduct>(p, stream);
 }
 
 template <typename scalar_t>

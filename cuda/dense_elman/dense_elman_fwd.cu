@@ -122,7 +122,7 @@ bool launch_fwd(FwdParams<float>& p, cudaStream_t stream, std::integer_sequence<
 
 template <int... Rs>
 bool launch_fwd(FwdParams<c10::BFloat16>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
-  return p.Dp / kKStep <= kWarps * kMmaMaxKt && try_fwd<MmaProduct>(p, stream);
+  return MmaProduct::fits(p.Dp) && try_fwd<MmaProduct>(p, stream);
 }
 
 template <typename scalar_t>
