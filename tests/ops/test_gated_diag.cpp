@@ -54,6 +54,17 @@ std::vector<torch::Tensor> run(DiagCell cell, const Inputs& in, ops::Impl impl, 
 }
 
 double sig(double x) { return 1 / (1 + std::exp(-x)); }
+
+// Kernel vs reference on {y, h_T, dproj, dw, dh0} from run(), all but dw (whose shape depends on the cell).
+// fp32: same math in a different order (fast-math exp); bf16: outputs rounded to bf16 on both sides.
+void expect_kernel_close(const std::vector<torch::Tensor>& ref, const std::vector<torch::Tensor>& got,
+                         torch::Dtype dtype) {
+  const bool f32 = dtype == torch::kFloat;
+  expect_close("y", ref[0], got[0], f32 ? 1e-5 : 5e-3);
+  expect_close("h_T", ref[1], got[1], 1e-5);
+  expect_close("dproj", ref[2], got[2], f32 ? 1e-5 : 1e-2);
+  expect_close("dh0", ref[4], got[4], f32 ? 1e-5 : 1e-2);
+}
 }  // namespace
 
 TEST_CASE("gated_diag_reference follows each cell's recurrence by hand", "[gated_diag]") {
@@ -164,13 +175,8 @@ TEST_CASE("gated_diag kernel matches the reference: forward and every gradient",
     auto in = make_inputs(cell, B, T, D, dtype, torch::kCUDA);
     auto ref = run(cell, in, ops::Impl::Reference);
     auto got = run(cell, in, ops::Impl::Kernel);
-    const bool f32 = dtype == torch::kFloat;
-    // fp32: same math in a different order (fast-math exp); bf16: outputs rounded to bf16 on both sides.
-    expect_close("y", ref[0], got[0], f32 ? 1e-5 : 5e-3);
-    expect_close("h_T", ref[1], got[1], 1e-5);
-    expect_close("dproj", ref[2], got[2], f32 ? 1e-5 : 1e-2);
-    expect_close("dw", ref[3], got[3], f32 ? 1e-5 : 1e-2);
-    expect_close("dh0", ref[4], got[4], f32 ? 1e-5 : 1e-2);
+    expect_kernel_close(ref, got, dtype);
+    expect_close("dw", ref[3], got[3], dtype == torch::kFloat ? 1e-5 : 1e-2);
   }
 }
 
@@ -189,11 +195,7 @@ TEST_CASE("gated_diag kernel matches the reference for the E74 diagonal cells at
     auto in = make_inputs(cell, B, T, n, dtype, torch::kCUDA);
     auto ref = run(cell, in, ops::Impl::Reference);
     auto got = run(cell, in, ops::Impl::Kernel);
-    const bool f32 = dtype == torch::kFloat;
-    expect_close("y", ref[0], got[0], f32 ? 1e-5 : 5e-3);
-    expect_close("h_T", ref[1], got[1], 1e-5);
-    expect_close("dproj", ref[2], got[2], f32 ? 1e-5 : 1e-2);
-    expect_close("dh0", ref[4], got[4], f32 ? 1e-5 : 1e-2);
+    expect_kernel_close(ref, got, dtype);
     CHECK(got[3].sizes() == torch::IntArrayRef({0, n}));  // no per-channel parameters
   }
 }
