@@ -264,11 +264,11 @@ TEST_CASE("asking for the sparse_block kernel where it cannot run is an error", 
 TEST_CASE("sparse_block kernel matches the reference: forward and every gradient", "[sparse_block][gpu]") {
   REQUIRE(torch::cuda::is_available());
   using BK = std::pair<int, int>;  // (blocks, top_k)
-  const auto bk = GENERATE(values<BK>({{4, 1}, {4, 2}, {4, 4}, {8, 1}, {8, 2}, {8, 8}, {32, 1}, {32, 2}, {32, 8},
-                                       {32, 16}, {32, 32}}));
-  const auto n = GENERATE(1, 7, 16, 24, 32, 48, 64);
-  const auto T = GENERATE(1, 63, 257);
-  const auto B = GENERATE(1, 3);
+  const auto bk = GENERATE(values<BK>({{4, 1}, {4, 4}, {8, 3}, {16, 4}, {32, 8}, {32, 16}, {32, 32}}));
+  const auto n = GENERATE(1, 7, 16, 20, 24, 28, 32, 48, 64);
+  using TB = std::pair<int64_t, int64_t>;  // (T, B): odd lengths, one and several sequences
+  const auto tb = GENERATE(values<TB>({{1, 3}, {63, 1}, {257, 3}}));
+  const int64_t T = tb.first, B = tb.second;
   const auto dtype = GENERATE(torch::kFloat, torch::kBFloat16);
   const std::string name = "b" + std::to_string(bk.first) + "k" + std::to_string(bk.second) + "-n" +
                            std::to_string(n) + "-T" + std::to_string(T) + "-B" + std::to_string(B) +
