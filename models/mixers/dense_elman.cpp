@@ -78,7 +78,11 @@ torch::Tensor DenseElmanMixer::forward(const torch::Tensor& x) {
     case DenseCell::E66: {
       auto ax = torch::linear(u, w_x_).chunk(2, -1);
       auto w_h = cell_ == DenseCell::E63 ? w_h_ : torch::matmul(u_, v_);
-      auto h = ops::dense_elman(ax[1] + b_, w_h, ax[0] + b_alpha_, {}, ops::DenseMode::GatedTanh, impl_)[0];
+      // The biases are added in the projection's dtype: fp32 parameters added to a bf16 (autocast) tensor would
+      // promote the pre-activations to fp32 and send the recurrence down the kernel's fp32 path.
+      const auto dt = ax[1].scalar_type();
+      auto h = ops::dense_elman(ax[1] + b_.to(dt), w_h, ax[0] + b_alpha_.to(dt), {}, ops::DenseMode::GatedTanh,
+                                impl_)[0];
       y = selfgate(h);
       break;
     }
