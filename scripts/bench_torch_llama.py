@@ -4,7 +4,7 @@ with elman-train's C++ trainer on the same GPU.
 
 Usage:
     python3 scripts/bench_torch_llama.py [--compile] [--batch 32] [--chunk 512]
-        [--dim 640] [--depth 20] [--steps 30] [--warmup 5] [--device cuda]
+        [--dim 640] [--depth 20] [--steps 30] [--warmup 5] [--device cuda] [--profile N]
     python3 scripts/bench_torch_llama.py --params-only   # count, no training
 
 Model (written here in plain PyTorch): byte vocabulary (256), embedding
@@ -27,6 +27,8 @@ then `steps` steps between two device synchronizations, on a host clock.
 Last line printed (stdout):
     torch-llama-{eager|compile}  params=N  tok/s=X  ms/step=Y
 with tok/s = batch*chunk*steps/seconds.  Other messages go to stderr.
+--profile N: after the timing, profiles 3 more steps and prints the N kernels with the most
+device time (the breakdown that says which small ops a fused path has to absorb).
 """
 
 import argparse
@@ -168,6 +170,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="use torch.compile")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing, print the N kernels with the most device time over 3 steps")
     ap.add_argument("--params-only", action="store_true",
                     help="build on the meta device, print the count, exit")
     args = ap.parse_args()
@@ -236,6 +240,15 @@ def main():
     ms_step = 1000.0 * seconds / args.steps
     print(f"torch-llama-{mode}  params={n_params}  tok/s={tok_s:.0f}  "
           f"ms/step={ms_step:.2f}")
+    if args.profile > 0:
+        from torch.profiler import ProfilerActivity, profile
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+        with profile(activities=acts) as prof:
+            for _ in range(3):
+                train_step()
+            sync()
+        key = "self_device_time_total" if on_cuda else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=args.profile), file=sys.stderr)
     return 0
 
 
