@@ -25,6 +25,7 @@ FAMILIES = [
     ("Diagonal delta rule (e74 --state diagonal)", {"e74-diagonal"}),
     ("Dense-recurrence Elman", {"e1", "e42", "e56", "e63", "e66"}),
     ("Matrix-state delta rule", {"e74", "e75", "e87"}),
+    ("Matrix-state Elman", {"e63m", "e70", "e71", "e72", "e73"}),
     ("Baselines", {"llama", "mamba2", "gdn"}),
 ]
 
