@@ -281,17 +281,15 @@ models::ModelConfig resolve(Config& c) {
   const std::string no_kernel = "model '" + c.model + "' has no CUDA kernel yet; choose --impl chunked (LibTorch chunked scan) or --impl reference";
   if (c.impl == "auto") {
     if (spec->chunked && c.device == "cuda") throw UsageError(no_kernel);
-    c.impl = spec->chunked ? "reference" : !spec->recurrent_kernel ? "libtorch" : c.device == "cuda" ? "kernel" : "reference";
+    c.impl = !spec->chunked && c.device == "cuda" ? "kernel" : "reference";
   }
   if (spec->chunked) {
     if (c.impl == "kernel") throw UsageError(no_kernel);
     if (c.impl != "chunked" && c.impl != "reference") throw UsageError("--impl must be auto, chunked or reference, got '" + c.impl + "'");
-  } else if (spec->recurrent_kernel) {
+  } else {
     if (c.impl != "kernel" && c.impl != "reference") throw UsageError("--impl must be auto, kernel or reference, got '" + c.impl + "'");
     if (c.impl == "kernel" && c.device != "cuda") throw UsageError("--impl kernel runs on CUDA only; use --device cuda or --impl reference");
     if (c.impl == "kernel" && !ops::built_with_cuda()) throw UsageError("--impl kernel: this binary was built without CUDA; rebuild with nvcc on PATH or use --impl reference");
-  } else if (c.impl != "libtorch") {
-    throw UsageError("model '" + c.model + "' has no kernel choice; drop --impl");
   }
 
   models::ModelConfig m = spec->defaults;

@@ -2,14 +2,14 @@
 
 #include "models/param.h"
 
+#include <ATen/autocast_mode.h>
+
+#include "ops/rms_norm/rms_norm.h"
+
 namespace elman::models {
 
 namespace {
 constexpr double kNormEps = 1e-5;
-torch::Tensor norm(Norm kind, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  if (kind == Norm::Layer) return torch::layer_norm(x, {x.size(-1)}, w, b, kNormEps);
-  return at::rms_norm(x, {x.size(-1)}, w, kNormEps);
-}
 // Registers `name` (weight, init 1) and, for LayerNorm, `name`_bias (init 0); returns {weight, bias or undefined}.
 std::pair<torch::Tensor, torch::Tensor> make_norm(torch::nn::Module& m, const std::string& name, Norm kind,
                                                   const ModelConfig& cfg) {
@@ -19,23 +19,19 @@ std::pair<torch::Tensor, torch::Tensor> make_norm(torch::nn::Module& m, const st
 }
 }  // namespace
 
-Block::Block(const ModelConfig& cfg, Norm norm_kind, const MixerPtr& mixer, const MixerPtr& mlp) : norm_kind_(norm_kind) {
-  std::tie(norm_, norm_bias_) = make_norm(*this, "norm", norm_kind, cfg);
-  mixer_ = register_module("mixer", mixer);
-  if (mlp) {
-    std::tie(mlp_norm_, mlp_norm_bias_) = make_norm(*this, "mlp_norm", norm_kind, cfg);
-    mlp_ = register_module("mlp", mlp);
+Block::Block(const ModelConfig& cfg, Norm norm_kind, const MixerPtr& mixer_in, const MixerPtr& mlp_in) {
+  std::tie(norm, norm_bias) = make_norm(*this, "norm", norm_kind, cfg);
+  mixer = register_module("mixer", mixer_in);
+  if (mlp_in) {
+    std::tie(mlp_norm, mlp_norm_bias) = make_norm(*this, "mlp_norm", norm_kind, cfg);
+    mlp = register_module("mlp", mlp_in);
   }
-}
-
-torch::Tensor Block::forward(const torch::Tensor& residual) {
-  auto r = residual + mixer_->forward(norm(norm_kind_, residual, norm_, norm_bias_));
-  return mlp_ ? r + mlp_->forward(norm(norm_kind_, r, mlp_norm_, mlp_norm_bias_)) : r;
 }
 
 LMImpl::LMImpl(const ModelConfig& cfg) : cfg_(cfg) {
   const auto& spec = find_model(cfg.name);
   norm_kind_ = spec.norm;
+  norm_impl_ = cfg.impl == ops::Impl::Kernel ? ops::Impl::Kernel : ops::Impl::Reference;
   embedding_ = make_param(*this, "embedding", {kVocab, cfg.dim}, Init::Normal002, cfg.build);
   for (int64_t i = 0; i < cfg.depth; ++i) {
     auto block = std::make_shared<Block>(cfg, norm_kind_, spec.mixer(cfg), spec.mlp ? spec.mlp(cfg) : nullptr);
@@ -45,9 +41,26 @@ LMImpl::LMImpl(const ModelConfig& cfg) : cfg_(cfg) {
 }
 
 torch::Tensor LMImpl::forward(const torch::Tensor& tokens) {
-  auto residual = torch::embedding(embedding_, tokens);  // fp32 master weights -> fp32 stream
-  for (auto& block : blocks_) residual = block->forward(residual);
-  return torch::linear(norm(norm_kind_, residual, final_norm_, final_norm_bias_), embedding_);
+  auto h = torch::embedding(embedding_, tokens);  // the residual stream: fp32 master weights -> fp32
+  torch::Tensor y;                                // the last branch's output, not yet added to the stream
+  // h += y, and the normed stream that the next branch (or the head) reads.
+  auto add_norm = [&](const torch::Tensor& w, const torch::Tensor& b) {
+    if (norm_kind_ == Norm::Layer) {
+      if (y.defined()) h = h + y;
+      return torch::layer_norm(h, {h.size(-1)}, w, b, kNormEps);
+    }
+    const auto dev = h.device().type();
+    const auto out_dtype = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev)
+                                                                   : h.scalar_type();
+    auto out = ops::add_rms_norm(h, y, w, kNormEps, out_dtype, norm_impl_);
+    h = out[0];
+    return out[1];
+  };
+  for (auto& block : blocks_) {
+    y = block->mixer->forward(add_norm(block->norm, block->norm_bias));
+    if (block->mlp) y = block->mlp->forward(add_norm(block->mlp_norm, block->mlp_norm_bias));
+  }
+  return torch::linear(add_norm(final_norm_, final_norm_bias_), embedding_);
 }
 
 torch::Tensor LMImpl::loss(const torch::Tensor& inputs, const torch::Tensor& targets) {

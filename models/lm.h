@@ -4,6 +4,8 @@
 //   -> final norm -> logits = h E^T.
 // The residual stream stays fp32 under bf16 autocast. The norm is the model's (ModelSpec::norm): RMSNorm with a
 // weight only (init 1) for most models, LayerNorm with weight (init 1) and bias (init 0) for Mamba2; eps 1e-5.
+// RMSNorm runs fused with the residual add before it (ops/rms_norm): our kernel when the model runs --impl kernel,
+// its LibTorch reference otherwise; it hands the branches their input in the autocast dtype.
 #pragma once
 #include <torch/torch.h>
 
@@ -16,16 +18,13 @@
 
 namespace elman::models {
 
-// One block: residual += mixer(norm(residual)), then optionally residual += mlp(mlp_norm(residual)).
-class Block : public torch::nn::Module {
- public:
+// One block's parameters and sub-modules: residual += mixer(norm(residual)), then optionally
+// residual += mlp(mlp_norm(residual)). LMImpl::forward walks the blocks (it fuses each residual add with the
+// next norm).
+struct Block : public torch::nn::Module {
   Block(const ModelConfig& cfg, Norm norm, const MixerPtr& mixer, const MixerPtr& mlp);
-  torch::Tensor forward(const torch::Tensor& residual);
-
- private:
-  Norm norm_kind_;
-  torch::Tensor norm_, norm_bias_, mlp_norm_, mlp_norm_bias_;  // biases: LayerNorm only
-  MixerPtr mixer_, mlp_;
+  torch::Tensor norm, norm_bias, mlp_norm, mlp_norm_bias;  // biases: LayerNorm only
+  MixerPtr mixer, mlp;
 };
 
 class LMImpl : public torch::nn::Module {
@@ -42,6 +41,7 @@ class LMImpl : public torch::nn::Module {
  private:
   ModelConfig cfg_;
   Norm norm_kind_;
+  ops::Impl norm_impl_;
   torch::Tensor embedding_, final_norm_, final_norm_bias_;
   std::vector<std::shared_ptr<Block>> blocks_;
 };

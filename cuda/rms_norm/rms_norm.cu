@@ -1,0 +1,162 @@
+/* Fused residual add + RMSNorm (ops/rms_norm/rms_norm.h).
+ * One warp per row (rows strided over the grid), fp32 math:
+ *   forward: pass 1 reads residual and y, writes r (rounded to residual's dtype) and sums r^2 over the row;
+ *            pass 2 re-reads r (from L1/L2) and writes n = r * rstd * w; rstd per row is kept for the backward.
+ *   backward: dr = gr + rstd * w * gn - r * rstd^3 * mean(w * gn * r); dw = sum over rows of gn * r * rstd,
+ *            accumulated per block in shared memory and written as per-block partials that one sum reduces.
+ */
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/rms_norm/rms_norm.h"
+#include "ops/common/alloc.h"
+
+namespace elman::cuda {
+namespace {
+constexpr int kThreads = 256;  // 8 rows at a time per block
+constexpr int kMaxC = 12288;   // the backward's per-block dw partial lives in 48 KB of shared memory
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename R, typename Y, typename O>
+__global__ void __launch_bounds__(kThreads) add_rms_norm_fwd_kernel(const R* __restrict__ res, const Y* __restrict__ y,
+                                                                    const float* __restrict__ w, R* r_out,
+                                                                    O* __restrict__ n_out, float* __restrict__ rstd_out,
+                                                                    int64_t N, int C, float eps) {
+  const int lane = threadIdx.x & 31;
+  const int64_t nwarps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; row < N; row += nwarps) {
+    const int64_t base = row * C;
+    float ss = 0.f;
+    for (int c = lane; c < C; c += 32) {
+      float v = static_cast<float>(res[base + c]);
+      if (y != nullptr) {
+        const R rv = static_cast<R>(v + static_cast<float>(y[base + c]));
+        r_out[base + c] = rv;
+        v = static_cast<float>(rv);
+      }
+      ss += v * v;
+    }
+    const float rs = rsqrtf(warp_sum(ss) / C + eps);
+    if (lane == 0) rstd_out[row] = rs;
+    const R* r = y != nullptr ? r_out : res;
+    for (int c = lane; c < C; c += 32) n_out[base + c] = static_cast<O>(static_cast<float>(r[base + c]) * rs * w[c]);
+  }
+}
+
+template <typename R, typename G>
+__global__ void __launch_bounds__(kThreads) add_rms_norm_bwd_kernel(const R* __restrict__ r, const float* __restrict__ w,
+                                                                    const float* __restrict__ rstd,
+                                                                    const R* __restrict__ gr, const G* __restrict__ gn,
+                                                                    R* __restrict__ dr, float* __restrict__ dw_part,
+                                                                    int64_t N, int C) {
+  extern __shared__ float dw_s[];  // [C]
+  for (int c = threadIdx.x; c < C; c += blockDim.x) dw_s[c] = 0.f;
+  __syncthreads();
+  const int lane = threadIdx.x & 31;
+  const int64_t nwarps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; row < N; row += nwarps) {
+    const int64_t base = row * C;
+    const float rs = rstd[row];
+    float dot = 0.f;
+    for (int c = lane; c < C; c += 32)
+      dot += w[c] * static_cast<float>(gn[base + c]) * static_cast<float>(r[base + c]);
+    const float coef = warp_sum(dot) * rs * rs * rs / C;
+    for (int c = lane; c < C; c += 32) {
+      const float g = static_cast<float>(gn[base + c]), rv = static_cast<float>(r[base + c]);
+      float d = rs * w[c] * g - rv * coef;
+      if (gr != nullptr) d += static_cast<float>(gr[base + c]);
+      dr[base + c] = static_cast<R>(d);
+      atomicAdd(&dw_s[c], g * rv * rs);
+    }
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < C; c += blockDim.x) dw_part[static_cast<int64_t>(blockIdx.x) * C + c] = dw_s[c];
+}
+
+// Calls f with a value of the C++ type of t (float or c10::BFloat16).
+template <typename F>
+void with_type(at::ScalarType t, F&& f) {
+  if (t == at::kFloat) f(float{});
+  else f(c10::BFloat16{});
+}
+
+int grid_for(int64_t rows) {
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((rows + kThreads / 32 - 1) / (kThreads / 32), 4 * sms)));
+}
+}  // namespace
+
+std::vector<at::Tensor> add_rms_norm_fwd(const at::Tensor& residual_in, const at::Tensor& y_in, const at::Tensor& w_in,
+                                         double eps, at::ScalarType out_dtype) {
+  const c10::cuda::CUDAGuard guard(residual_in.device());
+  ELMAN_CHECK_FLOAT_DTYPE(residual_in);
+  const int64_t C = residual_in.size(-1), N = residual_in.numel() / C;
+  TORCH_CHECK(C <= kMaxC, "add_rms_norm: the kernel supports rows of up to ", kMaxC, " elements, got ", C,
+              "; use the reference implementation (--impl reference)");
+  auto residual = residual_in.contiguous();
+  at::Tensor y;
+  if (y_in.defined()) {
+    ELMAN_CHECK_FLOAT_DTYPE(y_in);
+    y = y_in.contiguous();
+  }
+  auto w = w_in.to(at::kFloat).contiguous();
+  auto r = y.defined() ? ops::empty_output(residual.sizes(), residual.options()) : at::Tensor();
+  auto n = ops::empty_output(residual.sizes(), residual.options().dtype(out_dtype));
+  auto rstd = ops::empty_output({N}, residual.options().dtype(at::kFloat));
+  if (N == 0) return {r, n, rstd};
+  auto stream = at::cuda::getCurrentCUDAStream();
+  with_type(residual.scalar_type(), [&](auto rt) {
+    using R = decltype(rt);
+    with_type(y.defined() ? y.scalar_type() : residual.scalar_type(), [&](auto yt) {
+      using Y = decltype(yt);
+      with_type(out_dtype, [&](auto ot) {
+        using O = decltype(ot);
+        add_rms_norm_fwd_kernel<R, Y, O><<<grid_for(N), kThreads, 0, stream>>>(
+            residual.data_ptr<R>(), y.defined() ? y.data_ptr<Y>() : nullptr, w.data_ptr<float>(),
+            r.defined() ? r.data_ptr<R>() : nullptr, n.data_ptr<O>(), rstd.data_ptr<float>(), N,
+            static_cast<int>(C), static_cast<float>(eps));
+      });
+    });
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {r, n, rstd};
+}
+
+std::vector<at::Tensor> add_rms_norm_bwd(const at::Tensor& r_in, const at::Tensor& w_in, const at::Tensor& rstd,
+                                         const at::Tensor& gr_in, const at::Tensor& gn_in) {
+  const c10::cuda::CUDAGuard guard(r_in.device());
+  const int64_t C = r_in.size(-1), N = r_in.numel() / C;
+  auto r = r_in.contiguous();
+  auto w = w_in.to(at::kFloat).contiguous();
+  auto gr = gr_in.defined() ? gr_in.to(r.scalar_type()).contiguous() : at::Tensor();
+  auto dr = ops::empty_output(r.sizes(), r.options());
+  if (!gn_in.defined()) {  // n unused: r's gradient passes through, w gets none
+    if (gr.defined()) dr.copy_(gr);
+    else dr.zero_();
+    return {dr, at::zeros({C}, r.options().dtype(at::kFloat))};
+  }
+  auto gn = gn_in.scalar_type() == at::kFloat || gn_in.scalar_type() == at::kBFloat16 ? gn_in.contiguous()
+                                                                                      : gn_in.to(at::kFloat).contiguous();
+  if (N == 0) return {dr, at::zeros({C}, r.options().dtype(at::kFloat))};
+  const int grid = grid_for(N);
+  auto dw_part = at::empty({grid, C}, r.options().dtype(at::kFloat));
+  auto stream = at::cuda::getCurrentCUDAStream();
+  with_type(r.scalar_type(), [&](auto rt) {
+    using R = decltype(rt);
+    with_type(gn.scalar_type(), [&](auto gt) {
+      using G = decltype(gt);
+      add_rms_norm_bwd_kernel<R, G><<<grid, kThreads, C * sizeof(float), stream>>>(
+          r.data_ptr<R>(), w.data_ptr<float>(), rstd.data_ptr<float>(), gr.defined() ? gr.data_ptr<R>() : nullptr,
+          gn.data_ptr<G>(), dr.data_ptr<R>(), dw_part.data_ptr<float>(), N, static_cast<int>(C));
+    });
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {dr, dw_part.sum(0)};
+}
+
+}  // namespace elman::cuda
