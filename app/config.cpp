@@ -111,6 +111,7 @@ const std::vector<Option>& options() {
       str("name", &Config::name, "run directory name (default: <model>-<timestamp>)"),
       duration("checkpoint-every", &Config::checkpoint_every_s, "checkpoint interval (0 = only at the end)"),
       integer("log-every", &Config::log_every, "progress line every N steps"),
+      integer("profile", &Config::profile, "profile N steps after the first: kernel-time table in the log and RUN_DIR/profile.txt"),
   };
   return opts;
 }
@@ -334,6 +335,7 @@ models::ModelConfig resolve(Config& c) {
   if (c.stop_at_step < 0) throw UsageError("--stop-at-step must be positive");
   if (c.batch < 1 || c.chunk < 1) throw UsageError("--batch and --chunk must be at least 1");
   if (c.warmup < 0 || c.log_every < 1) throw UsageError("--warmup must be >= 0 and --log-every >= 1");
+  if (c.profile < 0) throw UsageError("--profile must be >= 0 (steps to profile; 0 = off)");
   if (!(c.lr > 0)) throw UsageError("--lr must be positive");
   if (c.beta1 < 0 || c.beta1 >= 1 || c.beta2 < 0 || c.beta2 >= 1) throw UsageError("--beta1 and --beta2 must be in [0, 1)");
   if (c.weight_decay < 0 || c.grad_clip < 0 || c.eval_bytes < 0 || c.checkpoint_every_s < 0)

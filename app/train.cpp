@@ -19,6 +19,7 @@
 #include "app/dist.h"
 #include "app/log.h"
 #include "app/optim.h"
+#include "app/profile.h"
 #include "models/lm.h"
 
 namespace elman::app {
@@ -194,6 +195,7 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
   bool abnormal = false;    // diverged or failed: that state is never checkpointed
   bool first_step = true;   // the first step of a process warms up: not timed
   bool interrupted = false;  // with a group: Ctrl-C seen by any rank, agreed after each step
+  StepProfiler profiler(main_rank ? cfg.profile : 0);  // one rank's profile
 
   // A failure inside the loop (out of memory, a kernel error) ends the run with status "failed at step N: ...":
   // the results row is still written, the last good checkpoint is kept, and train() then rethrows.
@@ -204,6 +206,7 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
       if (cfg.stop_at_step > 0 && pr.step >= cfg.stop_at_step) { stop_reason = "stopped at step " + std::to_string(pr.step); break; }
       if (group ? interrupted : g_interrupted.load()) { stop_reason = "interrupted"; break; }
 
+      profiler.before_step(!first_step);
       const auto t0 = Clock::now();
       // ---- TRAIN STEP ------------------------------------------------------------------------------
       // Rank r of N reads rows r*B .. (r+1)*B-1 of the step's N*B windows.
@@ -245,6 +248,7 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
         const auto agreed = group->allreduce_max({dt, g_interrupted ? 1.0 : 0.0});
         dt = agreed[0], interrupted = agreed[1] > 0;
       }
+      if (const auto table = profiler.after_step(dt, run_dir); !table.empty() && main_rank) log::info(table);
       pr.train_s += dt;
       pr.tokens += tokens_per_step;
       if (!first_step) pr.timed_s += dt, pr.timed_tokens += tokens_per_step;

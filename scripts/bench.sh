@@ -3,7 +3,9 @@
 # bf16 autocast with fp32 master weights, for each model, side by side in one run; with
 # --torch, also our plain-PyTorch Llama (scripts/bench_torch_llama.py), eager and torch.compile.
 # tok/s excludes the first (warm-up) step. Needs a CUDA GPU and a build (scripts/setup.sh).
-# Usage: scripts/bench.sh [--torch] [--steps N] [MODEL[@IMPL] | CONFIG.yaml[@IMPL] ...]   (default: llama e61)
+# Usage: scripts/bench.sh [--torch] [--steps N] [--profile N] [MODEL[@IMPL] | CONFIG.yaml[@IMPL] ...]
+#   (default: llama e61). --profile N: after each row, the kernel-time table of N steps (elman-train --profile;
+#   the profiled steps run slower, so take tok/s from a run without it).
 #   MODEL runs at --params 100m; a CONFIG.yaml (e.g. configs/bench-100m/E74-d-noz-t.yaml) runs its model,
 #   sizes and options (the row is named after the file). @reference runs the model's pure-LibTorch cell
 #   (per-step cuBLAS GEMMs and pointwise ops) instead of our kernel, to measure the kernel against it in the
@@ -11,11 +13,12 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${ELMAN_BUILD_DIR:-$root/build}"
-steps=50 torch=0 models=()
+steps=50 torch=0 profile=0 models=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --torch) torch=1 ;;
     --steps) steps="$2"; shift ;;
+    --profile) profile="$2"; shift ;;
     *) models+=("$1") ;;
   esac
   shift
@@ -42,10 +45,12 @@ for spec in "${models[@]}"; do
   fi
   name="$label-${impl:-auto}"
   "$build/elman-train" "${what[@]}" ${impl:+--impl "$impl"} --steps "$steps" --warmup 5 --batch 32 --chunk 512 \
-    --eval-bytes 0 --device cuda --data "$data" --out "$out" --name "$name" --log-every 10 >"$out/$name.log" 2>&1 ||
+    --eval-bytes 0 --device cuda --data "$data" --out "$out" --name "$name" --log-every 10 --profile "$profile" \
+    >"$out/$name.log" 2>&1 ||
     { cat "$out/$name.log"; exit 1; }
   IFS=$'\t' read -r b c d e < <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['params']}\t{r['impl']}\t{r['tok_s']:.0f}\t{r['peak_mem_gib']:.1f}\")" "$out/$name/results.json")
   row "$label" "$b" "$c" "$d" "$e"
+  [ "$profile" = 0 ] || head -n 32 "$out/$name/profile.txt"
 done
 if [ "$torch" = 1 ]; then
   for mode in "" --compile; do

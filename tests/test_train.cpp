@@ -170,7 +170,7 @@ TEST_CASE("a tiny E61 trains on the GPU with the kernel in bf16", "[train][gpu]"
   const auto dir = test::scratch_dir("gputrain");
   const auto data = test::real_text_file(dir, 400000);
   auto cmd = tiny_run("e61", data, dir + "/runs");
-  cmd.config.device = "cuda";
+  cmd.config.device = "cuda", cmd.config.profile = 3;
   auto res = app::train(cmd);
   const auto losses = losses_of(res.run_dir);
   double last10 = 0;
@@ -178,4 +178,9 @@ TEST_CASE("a tiny E61 trains on the GPU with the kernel in bf16", "[train][gpu]"
   CHECK(res.impl == "kernel");
   CHECK(res.precision == "bf16");
   CHECK(last10 < losses.front() - 1.5);
+  // --profile 3: a kernel-time table of steps 2-4 (with our scan kernel in it) and a Chrome trace.
+  const auto table = read(res.run_dir + "/profile.txt");
+  CHECK(table.rfind("profile of 3 steps:", 0) == 0);
+  CHECK(table.find("gated_diag") != std::string::npos);
+  CHECK(fs::file_size(res.run_dir + "/profile.json") > 0);
 }

@@ -1,7 +1,9 @@
 /* Head split + RoPE (ops/rope/rope.h). One thread per (b, t, head, pair i): it reads the pair (i, i + hd/2) of
- * q, k and v from qkv [B,T,3,H,hd] and writes the rotated q, k pairs and the v pair to [B,H,T,hd]; the angle
- * t * theta^(-2i/hd) and its sine and cosine are computed in fp32 in the thread (no tables). The backward
- * applies the inverse rotation to dq, dk and scatters dq, dk, dv back into dqkv [B,T,3,H,hd].
+ * q, k and v from qkv [B,T,3,H,hd] and writes the rotated q, k pairs and the v pair; the angle t * theta^(-2i/hd)
+ * and its sine and cosine are computed in fp32 in the thread (no tables). q, k, v are stored [B,T,H,hd] and
+ * returned as [B,H,T,hd] views: the layout the flash/cuDNN attention kernels read and write without copies
+ * (its output then reshapes to [B,T,H*hd] for free). The backward applies the inverse rotation to dq, dk and
+ * writes dq, dk, dv back into dqkv [B,T,3,H,hd].
  */
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -15,7 +17,7 @@ namespace {
 constexpr int kThreads = 256;
 
 struct Index {  // where thread p's pair lives
-  int64_t in, out;  // qkv offset of q's element i; q/k/v offset of element i
+  int64_t in, out;  // qkv offset of q's element i; offset of element i in q, k, v stored [B,T,H,hd]
   int i, t;
 };
 __device__ __forceinline__ Index locate(int64_t p, int T, int H, int hd) {
@@ -28,7 +30,7 @@ __device__ __forceinline__ Index locate(int64_t p, int T, int H, int hd) {
   x.t = static_cast<int>(rest % T);
   const int64_t b = rest / T;
   x.in = ((b * T + x.t) * 3 * H + h) * hd + x.i;
-  x.out = ((b * H + h) * T + x.t) * hd + x.i;
+  x.out = ((b * T + x.t) * H + h) * hd + x.i;
   return x;
 }
 __device__ __forceinline__ void angle(int t, int i, int hd, float theta, float* c, float* s) {
@@ -87,18 +89,19 @@ std::vector<at::Tensor> rope_qkv_fwd(const at::Tensor& qkv_in, int64_t heads, do
   ELMAN_CHECK_FLOAT_DTYPE(qkv_in);
   auto qkv = qkv_in.contiguous();
   const int64_t B = qkv.size(0), T = qkv.size(1), hd = qkv.size(2) / (3 * heads);
-  auto q = ops::empty_output({B, heads, T, hd}, qkv.options());
-  auto k = ops::empty_output({B, heads, T, hd}, qkv.options());
-  auto v = ops::empty_output({B, heads, T, hd}, qkv.options());
+  auto q = ops::empty_output({B, T, heads, hd}, qkv.options());
+  auto k = ops::empty_output({B, T, heads, hd}, qkv.options());
+  auto v = ops::empty_output({B, T, heads, hd}, qkv.options());
   const int64_t pairs = B * T * heads * (hd / 2);
-  if (pairs == 0) return {q, k, v};
+  auto views = [&] { return std::vector<at::Tensor>{q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)}; };
+  if (pairs == 0) return views();
   ELMAN_DISPATCH_FLOAT_BF16(qkv.scalar_type(), "rope_qkv_fwd", [&] {
     rope_fwd_kernel<scalar_t><<<blocks_for(pairs, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         qkv.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), pairs,
         static_cast<int>(T), static_cast<int>(heads), static_cast<int>(hd), static_cast<float>(theta));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {q, k, v};
+  return views();
 }
 
 at::Tensor rope_qkv_bwd(const at::Tensor& dq_in, const at::Tensor& dk_in, const at::Tensor& dv_in, int64_t B, int64_t T,
@@ -106,7 +109,8 @@ at::Tensor rope_qkv_bwd(const at::Tensor& dq_in, const at::Tensor& dk_in, const 
   const auto& any = dq_in.defined() ? dq_in : dk_in.defined() ? dk_in : dv_in;
   TORCH_CHECK(any.defined(), "rope_qkv_bwd: no gradient");
   const c10::cuda::CUDAGuard guard(any.device());
-  auto prep = [&](const at::Tensor& g) { return g.defined() ? g.to(dtype).contiguous() : at::Tensor(); };
+  // [B,H,T,hd] gradients to [B,T,H,hd] storage (no copy when attention's backward wrote them that way).
+  auto prep = [&](const at::Tensor& g) { return g.defined() ? g.to(dtype).transpose(1, 2).contiguous() : at::Tensor(); };
   auto dq = prep(dq_in), dk = prep(dk_in), dv = prep(dv_in);
   auto dqkv = ops::empty_output({B, T, width}, any.options().dtype(dtype));
   const int64_t hd = width / (3 * heads), pairs = B * T * heads * (hd / 2);

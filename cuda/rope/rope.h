@@ -6,7 +6,8 @@
 
 namespace elman::cuda {
 
-// qkv [B,T,3*H*hd] (f32|bf16, any strides) -> {q, k, v} [B,H,T,hd] contiguous, qkv's dtype.
+// qkv [B,T,3*H*hd] (f32|bf16, any strides) -> {q, k, v} [B,H,T,hd] in qkv's dtype, transposed views of
+// [B,T,H,hd] storage.
 std::vector<at::Tensor> rope_qkv_fwd(const at::Tensor& qkv, int64_t heads, double theta);
 
 // The gradients of q, k, v (any dtype and strides; undefined = zero) -> dqkv [B,T,width] in dtype.
