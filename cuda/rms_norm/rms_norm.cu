@@ -2,8 +2,10 @@
  * One warp per row (rows strided over the grid), fp32 math:
  *   forward: pass 1 reads residual and y, writes r (rounded to residual's dtype) and sums r^2 over the row;
  *            pass 2 re-reads r (from L1/L2) and writes n = r * rstd * w; rstd per row is kept for the backward.
- *   backward: dr = gr + rstd * w * gn - r * rstd^3 * mean(w * gn * r); dw = sum over rows of gn * r * rstd,
- *            accumulated per block in shared memory and written as per-block partials that one sum reduces.
+ *   backward: dr = gr + rstd * w * gn - r * rstd^3 * mean(w * gn * r), written in r's dtype and (as y's
+ *            gradient) in y's dtype; dw = sum over rows of gn * r * rstd, accumulated per block in shared memory
+ *            and written as per-block partials that one sum reduces.
+ * Rows whose length is a multiple of 4 (and 16-byte aligned pointers) move 4 elements per access.
  */
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -22,7 +24,26 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-template <typename R, typename Y, typename O>
+// V consecutive elements of a row, moved as one access.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Vec {
+  T v[V];
+};
+template <int V, typename T>
+__device__ __forceinline__ void load(const T* p, float (&out)[V]) {
+  const auto x = *reinterpret_cast<const Vec<T, V>*>(p);
+#pragma unroll
+  for (int j = 0; j < V; ++j) out[j] = static_cast<float>(x.v[j]);
+}
+template <int V, typename T>
+__device__ __forceinline__ void store(T* p, const float (&in)[V]) {
+  Vec<T, V> x;
+#pragma unroll
+  for (int j = 0; j < V; ++j) x.v[j] = static_cast<T>(in[j]);
+  *reinterpret_cast<Vec<T, V>*>(p) = x;
+}
+
+template <typename R, typename Y, typename O, int V>
 __global__ void __launch_bounds__(kThreads) add_rms_norm_fwd_kernel(const R* __restrict__ res, const Y* __restrict__ y,
                                                                     const float* __restrict__ w, R* r_out,
                                                                     O* __restrict__ n_out, float* __restrict__ rstd_out,
@@ -32,28 +53,39 @@ __global__ void __launch_bounds__(kThreads) add_rms_norm_fwd_kernel(const R* __r
   for (int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; row < N; row += nwarps) {
     const int64_t base = row * C;
     float ss = 0.f;
-    for (int c = lane; c < C; c += 32) {
-      float v = static_cast<float>(res[base + c]);
+    for (int c = lane * V; c < C; c += 32 * V) {
+      float v[V];
+      load<V>(res + base + c, v);
       if (y != nullptr) {
-        const R rv = static_cast<R>(v + static_cast<float>(y[base + c]));
-        r_out[base + c] = rv;
-        v = static_cast<float>(rv);
+        float yv[V];
+        load<V>(y + base + c, yv);
+#pragma unroll
+        for (int j = 0; j < V; ++j) v[j] = static_cast<float>(static_cast<R>(v[j] + yv[j]));  // r as stored
+        store<V>(r_out + base + c, v);
       }
-      ss += v * v;
+#pragma unroll
+      for (int j = 0; j < V; ++j) ss += v[j] * v[j];
     }
     const float rs = rsqrtf(warp_sum(ss) / C + eps);
     if (lane == 0) rstd_out[row] = rs;
     const R* r = y != nullptr ? r_out : res;
-    for (int c = lane; c < C; c += 32) n_out[base + c] = static_cast<O>(static_cast<float>(r[base + c]) * rs * w[c]);
+    for (int c = lane * V; c < C; c += 32 * V) {
+      float v[V], wv[V];
+      load<V>(r + base + c, v);
+      load<V>(w + c, wv);
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] *= rs * wv[j];
+      store<V>(n_out + base + c, v);
+    }
   }
 }
 
-template <typename R, typename G>
+template <typename R, typename G, typename Y, int V>
 __global__ void __launch_bounds__(kThreads) add_rms_norm_bwd_kernel(const R* __restrict__ r, const float* __restrict__ w,
                                                                     const float* __restrict__ rstd,
                                                                     const R* __restrict__ gr, const G* __restrict__ gn,
-                                                                    R* __restrict__ dr, float* __restrict__ dw_part,
-                                                                    int64_t N, int C) {
+                                                                    R* __restrict__ dr, Y* __restrict__ dy,
+                                                                    float* __restrict__ dw_part, int64_t N, int C) {
   extern __shared__ float dw_s[];  // [C]
   for (int c = threadIdx.x; c < C; c += blockDim.x) dw_s[c] = 0.f;
   __syncthreads();
@@ -63,15 +95,28 @@ __global__ void __launch_bounds__(kThreads) add_rms_norm_bwd_kernel(const R* __r
     const int64_t base = row * C;
     const float rs = rstd[row];
     float dot = 0.f;
-    for (int c = lane; c < C; c += 32)
-      dot += w[c] * static_cast<float>(gn[base + c]) * static_cast<float>(r[base + c]);
+    for (int c = lane * V; c < C; c += 32 * V) {
+      float g[V], rv[V], wv[V];
+      load<V>(gn + base + c, g);
+      load<V>(r + base + c, rv);
+      load<V>(w + c, wv);
+#pragma unroll
+      for (int j = 0; j < V; ++j) dot += wv[j] * g[j] * rv[j];
+    }
     const float coef = warp_sum(dot) * rs * rs * rs / C;
-    for (int c = lane; c < C; c += 32) {
-      const float g = static_cast<float>(gn[base + c]), rv = static_cast<float>(r[base + c]);
-      float d = rs * w[c] * g - rv * coef;
-      if (gr != nullptr) d += static_cast<float>(gr[base + c]);
-      dr[base + c] = static_cast<R>(d);
-      atomicAdd(&dw_s[c], g * rv * rs);
+    for (int c = lane * V; c < C; c += 32 * V) {
+      float g[V], rv[V], wv[V], d[V];
+      load<V>(gn + base + c, g);
+      load<V>(r + base + c, rv);
+      load<V>(w + c, wv);
+      if (gr != nullptr) load<V>(gr + base + c, d);
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        d[j] = (gr != nullptr ? d[j] : 0.f) + rs * wv[j] * g[j] - rv[j] * coef;
+        atomicAdd(&dw_s[c + j], g[j] * rv[j] * rs);
+      }
+      store<V>(dr + base + c, d);
+      if (dy != nullptr) store<V>(dy + base + c, d);
     }
   }
   __syncthreads();
@@ -83,6 +128,15 @@ template <typename F>
 void with_type(at::ScalarType t, F&& f) {
   if (t == at::kFloat) f(float{});
   else f(c10::BFloat16{});
+}
+
+// 4 elements per access when the row length and every pointer allow it, else 1.
+template <typename F>
+void with_width(int64_t C, std::initializer_list<const void*> ptrs, F&& f) {
+  bool ok = C % 4 == 0;
+  for (const void* p : ptrs) ok = ok && reinterpret_cast<uintptr_t>(p) % 16 == 0;
+  if (ok) f(std::integral_constant<int, 4>{});
+  else f(std::integral_constant<int, 1>{});
 }
 
 int grid_for(int64_t rows) {
@@ -116,10 +170,13 @@ std::vector<at::Tensor> add_rms_norm_fwd(const at::Tensor& residual_in, const at
       using Y = decltype(yt);
       with_type(out_dtype, [&](auto ot) {
         using O = decltype(ot);
-        add_rms_norm_fwd_kernel<R, Y, O><<<grid_for(N), kThreads, 0, stream>>>(
-            residual.data_ptr<R>(), y.defined() ? y.data_ptr<Y>() : nullptr, w.data_ptr<float>(),
-            r.defined() ? r.data_ptr<R>() : nullptr, n.data_ptr<O>(), rstd.data_ptr<float>(), N,
-            static_cast<int>(C), static_cast<float>(eps));
+        const Y* yp = y.defined() ? y.data_ptr<Y>() : nullptr;
+        R* rp = r.defined() ? r.data_ptr<R>() : nullptr;
+        with_width(C, {residual.data_ptr(), yp, rp, n.data_ptr()}, [&](auto v) {
+          add_rms_norm_fwd_kernel<R, Y, O, decltype(v)::value><<<grid_for(N), kThreads, 0, stream>>>(
+              residual.data_ptr<R>(), yp, w.data_ptr<float>(), rp, n.data_ptr<O>(), rstd.data_ptr<float>(), N,
+              static_cast<int>(C), static_cast<float>(eps));
+        });
       });
     });
   });
@@ -128,21 +185,23 @@ std::vector<at::Tensor> add_rms_norm_fwd(const at::Tensor& residual_in, const at
 }
 
 std::vector<at::Tensor> add_rms_norm_bwd(const at::Tensor& r_in, const at::Tensor& w_in, const at::Tensor& rstd,
-                                         const at::Tensor& gr_in, const at::Tensor& gn_in) {
+                                         const at::Tensor& gr_in, const at::Tensor& gn_in, at::ScalarType y_dtype) {
   const c10::cuda::CUDAGuard guard(r_in.device());
   const int64_t C = r_in.size(-1), N = r_in.numel() / C;
+  const bool with_y = y_dtype != at::ScalarType::Undefined;
   auto r = r_in.contiguous();
   auto w = w_in.to(at::kFloat).contiguous();
   auto gr = gr_in.defined() ? gr_in.to(r.scalar_type()).contiguous() : at::Tensor();
   auto dr = ops::empty_output(r.sizes(), r.options());
-  if (!gn_in.defined()) {  // n unused: r's gradient passes through, w gets none
+  if (!gn_in.defined() || N == 0) {  // n unused: r's gradient passes through, w gets none
     if (gr.defined()) dr.copy_(gr);
     else dr.zero_();
-    return {dr, at::zeros({C}, r.options().dtype(at::kFloat))};
+    return {dr, with_y ? dr.to(y_dtype, /*non_blocking=*/false, /*copy=*/true) : at::Tensor(),
+            at::zeros({C}, r.options().dtype(at::kFloat))};
   }
+  auto dy = with_y ? ops::empty_output(r.sizes(), r.options().dtype(y_dtype)) : at::Tensor();
   auto gn = gn_in.scalar_type() == at::kFloat || gn_in.scalar_type() == at::kBFloat16 ? gn_in.contiguous()
                                                                                       : gn_in.to(at::kFloat).contiguous();
-  if (N == 0) return {dr, at::zeros({C}, r.options().dtype(at::kFloat))};
   const int grid = grid_for(N);
   auto dw_part = at::empty({grid, C}, r.options().dtype(at::kFloat));
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -150,13 +209,20 @@ std::vector<at::Tensor> add_rms_norm_bwd(const at::Tensor& r_in, const at::Tenso
     using R = decltype(rt);
     with_type(gn.scalar_type(), [&](auto gt) {
       using G = decltype(gt);
-      add_rms_norm_bwd_kernel<R, G><<<grid, kThreads, C * sizeof(float), stream>>>(
-          r.data_ptr<R>(), w.data_ptr<float>(), rstd.data_ptr<float>(), gr.defined() ? gr.data_ptr<R>() : nullptr,
-          gn.data_ptr<G>(), dr.data_ptr<R>(), dw_part.data_ptr<float>(), N, static_cast<int>(C));
+      with_type(with_y ? y_dtype : r.scalar_type(), [&](auto yt) {
+        using Y = decltype(yt);
+        const R* grp = gr.defined() ? gr.data_ptr<R>() : nullptr;
+        Y* dyp = with_y ? dy.data_ptr<Y>() : nullptr;
+        with_width(C, {r.data_ptr(), grp, gn.data_ptr(), dr.data_ptr(), dyp}, [&](auto v) {
+          add_rms_norm_bwd_kernel<R, G, Y, decltype(v)::value><<<grid, kThreads, C * sizeof(float), stream>>>(
+              r.data_ptr<R>(), w.data_ptr<float>(), rstd.data_ptr<float>(), grp, gn.data_ptr<G>(), dr.data_ptr<R>(),
+              dyp, dw_part.data_ptr<float>(), N, static_cast<int>(C));
+        });
+      });
     });
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {dr, dw_part.sum(0)};
+  return {dr, dy, dw_part.sum(0)};
 }
 
 }  // namespace elman::cuda

@@ -11,9 +11,10 @@ namespace elman::cuda {
 std::vector<at::Tensor> add_rms_norm_fwd(const at::Tensor& residual, const at::Tensor& y, const at::Tensor& w,
                                          double eps, at::ScalarType out_dtype);
 
-// r and rstd from the forward, w, and the gradients of r (undefined = zero) and n ->
-// {dr (r's dtype; the gradient of residual and of y), dw [C] f32}.
+// r and rstd from the forward, w, the gradients of r (undefined = zero) and n, and y's dtype (Undefined when the
+// forward had no y) -> {dr (r's dtype: residual's gradient), dy (the same values in y's dtype, or undefined),
+// dw [C] f32}.
 std::vector<at::Tensor> add_rms_norm_bwd(const at::Tensor& r, const at::Tensor& w, const at::Tensor& rstd,
-                                         const at::Tensor& gr, const at::Tensor& gn);
+                                         const at::Tensor& gr, const at::Tensor& gn, at::ScalarType y_dtype);
 
 }  // namespace elman::cuda

@@ -1,5 +1,5 @@
 /* SwiGLU gate (ops/swiglu/swiglu.h): fp32 math; each thread moves 16 bytes of a row (8 bf16 or 4 fp32 elements)
- * when the half width h is a multiple of that, else one element.
+ * when the half width h is a multiple of that (and the pointers are 16-byte aligned), else one element.
  *   forward  y = silu(g) * u
  *   backward dg = dy * u * sigmoid(g) * (1 + g * (1 - sigmoid(g))),  du = dy * silu(g)
  */
@@ -56,11 +56,14 @@ __global__ void __launch_bounds__(kThreads) swiglu_bwd_kernel(const T* __restric
   *reinterpret_cast<Vec<T, V>*>(dgu + g_at + h) = du;
 }
 
-// Launches kernel<T, V> with 16-byte accesses when the half width h allows it, one element per thread otherwise.
+// Launches kernel<T, V> with 16-byte accesses when the half width h and the pointers allow it, else one element
+// per thread.
 template <typename T, typename Launch>
-void launch(int64_t n, int64_t h, Launch&& f) {
+void launch(int64_t n, int64_t h, std::initializer_list<const void*> ptrs, Launch&& f) {
   constexpr int V = 16 / sizeof(T);
-  if (h % V == 0) f(std::integral_constant<int, V>{}, blocks_for(n / V, kThreads));
+  bool ok = h % V == 0;
+  for (const void* p : ptrs) ok = ok && reinterpret_cast<uintptr_t>(p) % 16 == 0;
+  if (ok) f(std::integral_constant<int, V>{}, blocks_for(n / V, kThreads));
   else f(std::integral_constant<int, 1>{}, blocks_for(n, kThreads));
 }
 }  // namespace
@@ -76,7 +79,7 @@ at::Tensor swiglu_fwd(const at::Tensor& gu_in) {
   const int64_t n = y.numel();
   if (n == 0) return y;
   ELMAN_DISPATCH_FLOAT_BF16(gu.scalar_type(), "swiglu_fwd", [&] {
-    launch<scalar_t>(n, h, [&](auto v, int blocks) {
+    launch<scalar_t>(n, h, {gu.data_ptr(), y.data_ptr()}, [&](auto v, int blocks) {
       swiglu_fwd_kernel<scalar_t, decltype(v)::value><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
           gu.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), n, h);
     });
@@ -93,7 +96,7 @@ at::Tensor swiglu_bwd(const at::Tensor& gu_in, const at::Tensor& dy_in) {
   const int64_t n = dy.numel(), h = gu.size(-1) / 2;
   if (n == 0) return dgu;
   ELMAN_DISPATCH_FLOAT_BF16(gu.scalar_type(), "swiglu_bwd", [&] {
-    launch<scalar_t>(n, h, [&](auto v, int blocks) {
+    launch<scalar_t>(n, h, {gu.data_ptr(), dy.data_ptr(), dgu.data_ptr()}, [&](auto v, int blocks) {
       swiglu_bwd_kernel<scalar_t, decltype(v)::value><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
           gu.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(), dgu.data_ptr<scalar_t>(), n, h);
     });

@@ -55,10 +55,10 @@ struct AddRmsNormFunction : public torch::autograd::Function<AddRmsNormFunction>
     const bool add = ctx->saved_data["add"].toBool();
     const auto& gn = add ? grads[1] : grads[0];
     const auto gr = add ? grads[0] : torch::Tensor();
-    auto g = cuda::add_rms_norm_bwd(saved[0], saved[1], saved[2], gr, gn);  // {dr in r's dtype, dw f32}
-    torch::Tensor dy;
-    if (add) dy = g[0].to(static_cast<at::ScalarType>(ctx->saved_data["y_dtype"].toInt()));
-    return {g[0], dy, g[1].to(saved[1].scalar_type()), torch::Tensor(), torch::Tensor()};
+    const auto y_dtype =
+        add ? static_cast<at::ScalarType>(ctx->saved_data["y_dtype"].toInt()) : at::ScalarType::Undefined;
+    auto g = cuda::add_rms_norm_bwd(saved[0], saved[1], saved[2], gr, gn, y_dtype);  // {dr, dy, dw f32}
+    return {g[0], g[1], g[2].to(saved[1].scalar_type()), torch::Tensor(), torch::Tensor()};
   }
 };
 }  // namespace

@@ -101,7 +101,7 @@ TEST_CASE("add_rms_norm kernel matches the reference: forward and every gradient
   }
 }
 
-TEST_CASE("add_rms_norm kernel with only n in the loss, and a non-contiguous residual", "[rms_norm][gpu]") {
+TEST_CASE("add_rms_norm kernel with only n in the loss, a non-contiguous and an unaligned residual", "[rms_norm][gpu]") {
   REQUIRE(torch::cuda::is_available());
   torch::manual_seed(3);
   auto in = make_inputs(33, 96, torch::kFloat, torch::kFloat, torch::kCUDA);
@@ -109,5 +109,9 @@ TEST_CASE("add_rms_norm kernel with only n in the loss, and a non-contiguous res
                    run(in, torch::kFloat, ops::Impl::Kernel, false), 1e-5);
   in.residual = torch::randn({96, 33}, in.residual.options()).t();
   expect_all_close("strided", kNames, run(in, torch::kFloat, ops::Impl::Reference),
+                   run(in, torch::kFloat, ops::Impl::Kernel), 1e-5);
+  // Contiguous but 4 bytes past an aligned address: the kernel moves one element per access instead of four.
+  in.residual = torch::randn({33 * 96 + 1}, in.residual.options()).narrow(0, 1, 33 * 96).view({33, 96});
+  expect_all_close("unaligned", kNames, run(in, torch::kFloat, ops::Impl::Reference),
                    run(in, torch::kFloat, ops::Impl::Kernel), 1e-5);
 }

@@ -61,10 +61,13 @@ TEST_CASE("swiglu kernel matches the reference: forward and gradient", "[swiglu]
   }
 }
 
-TEST_CASE("swiglu kernel takes a strided input", "[swiglu][gpu]") {
+TEST_CASE("swiglu kernel takes a strided and an unaligned input", "[swiglu][gpu]") {
   REQUIRE(torch::cuda::is_available());
   torch::manual_seed(3);
   auto f = torch::TensorOptions().dtype(torch::kFloat).device(torch::kCUDA);
   auto gu = torch::randn({12, 5}, f).t(), g = torch::randn({5, 6}, f);
   expect_all_close("strided", {"y", "dgu"}, run(gu, g, ops::Impl::Reference), run(gu, g, ops::Impl::Kernel), 1e-5);
+  // Contiguous but 4 bytes past an aligned address: one element per thread instead of four.
+  gu = torch::randn({5 * 16 + 1}, f).narrow(0, 1, 5 * 16).view({5, 16}), g = torch::randn({5, 8}, f);
+  expect_all_close("unaligned", {"y", "dgu"}, run(gu, g, ops::Impl::Reference), run(gu, g, ops::Impl::Kernel), 1e-5);
 }
