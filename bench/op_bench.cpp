@@ -4,8 +4,9 @@
 //
 // Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference]
 //                         [--iters 10]
-//   OP: dense-tanh | dense-linear | dense-gated | diag-e61 | sparse-b4k2 | sparse-b16k4 | sparse-b32k8 (see ops()
-//   below; the sparse_block cases take their widths from the E87 level name and ignore --D).
+//   OP: dense-tanh | dense-linear | dense-gated | diag-e61 | matrix-e70 .. matrix-e73 | sparse-b4k2 | sparse-b16k4 |
+//   sparse-b32k8 (see ops() below; the matrix cases take --D as n_state; the sparse_block cases take their widths
+//   from the E87 level name and ignore --D).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
@@ -20,6 +21,7 @@
 
 #include "ops/dense_elman/dense_elman.h"
 #include "ops/gated_diag/gated_diag.h"
+#include "ops/matrix_elman/matrix_elman.h"
 #include "ops/sparse_block/sparse_block.h"
 
 namespace {
@@ -69,6 +71,21 @@ OpCase diag(elman::ops::DiagCell cell) {
           }};
 }
 
+// E70-E73: n_state = --D; proj [B,T,P n] with k, q ~ N(0, 1/n) (dots of O(1)), per-row parameters at their init.
+OpCase matrix(elman::ops::MatrixCell cell) {
+  return {[cell](const Shape& s) {
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            const auto& info = elman::ops::matrix_cell_info(cell);
+            auto proj = torch::randn({s.B, s.T, info.projections * s.D}, o) / std::sqrt(static_cast<double>(s.D));
+            auto w = torch::empty({static_cast<int64_t>(info.params.size()), s.D}, o);
+            for (size_t i = 0; i < info.params.size(); ++i) w[i].fill_(info.params[i].second);
+            return std::vector<torch::Tensor>{leaf(proj.to(s.dtype)), leaf(w)};
+          },
+          [cell](const std::vector<torch::Tensor>& in, const Shape& s) {
+            return elman::ops::matrix_elman(cell, in[0], in[1], torch::Tensor(), s.D, s.impl);
+          }};
+}
+
 // E87: blocks, top-K, n_state; proj [B,T, blocks*3n + n + blocks] as the mixer's GEMM gives it.
 OpCase sparse(int64_t blocks, int64_t top_k, int64_t n) {
   return {[=](const Shape& s) {
@@ -87,6 +104,10 @@ const std::map<std::string, OpCase>& ops() {
       {"dense-linear", dense(elman::ops::DenseMode::Linear)},
       {"dense-gated", dense(elman::ops::DenseMode::GatedTanh)},
       {"diag-e61", diag(elman::ops::DiagCell::E61)},
+      {"matrix-e70", matrix(elman::ops::MatrixCell::E70)},
+      {"matrix-e71", matrix(elman::ops::MatrixCell::E71)},
+      {"matrix-e72", matrix(elman::ops::MatrixCell::E72)},
+      {"matrix-e73", matrix(elman::ops::MatrixCell::E73)},
       {"sparse-b4k2", sparse(4, 2, 32)},
       {"sparse-b16k4", sparse(16, 4, 16)},
       {"sparse-b32k8", sparse(32, 8, 16)},

@@ -10,6 +10,7 @@
 #include "models/mixers/gated_diag.h"
 #include "models/mixers/llama.h"
 #include "models/mixers/mamba2.h"
+#include "models/mixers/matrix_elman.h"
 #include "models/mixers/sparse_block.h"
 
 namespace elman::models {
@@ -46,6 +47,10 @@ const std::vector<ModelSpec>& all_models() {
       {"e66", "E66 low-rank-h Elman, rank max(D/4, 16) (spec 2.11)", make_dense_elman<DenseCell::E66>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e67", "E67 h-gated Elman (spec 2.12)", make_gated_diag<ops::DiagCell::E67>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e68", "E68 self-gating Elman (spec 2.13)", make_gated_diag<ops::DiagCell::E68>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
+      {"e70", "E70 matrix linear, S = lambda S + v k^T, trained decay, spectral-norm W_k/W_v (spec 2.14)", make_matrix_elman<ops::MatrixCell::E70>, nullptr, defaults(1408, 20, 2.0, 0, 96), kExpansion | kNstate, true},
+      {"e71", "E71 matrix S-gated, alpha = sigmoid(a + d_alpha S k + b_alpha) (spec 2.15)", make_matrix_elman<ops::MatrixCell::E71>, nullptr, defaults(1408, 20, 2.0, 0, 96), kExpansion | kNstate, true},
+      {"e72", "E72 matrix self-gate, v gated by sigmoid(d_g S k + b_g) (spec 2.16)", make_matrix_elman<ops::MatrixCell::E72>, nullptr, defaults(1408, 20, 2.0, 0, 96), kExpansion | kNstate, true},
+      {"e73", "E73 matrix nonlinear, S = tanh(S diag(z) + v k^T) (spec 2.17)", make_matrix_elman<ops::MatrixCell::E73>, nullptr, defaults(1408, 20, 2.0, 0, 96), kExpansion | kNstate, true},
       {"e74", "E74 delta-rule memory (spec 2.18, 2.19): --state full (matrix) | diagonal, --update, --projection, --nonlinearity", make_e74, nullptr, e74_defaults(), kNstate | kCellOptions, true},
       {"e75", "E75 multi-head gated delta-rule memory (spec 2.20); E75h4n32 = --heads 4 --nstate 32", make_delta_matrix<DeltaCell::E75>, nullptr, defaults(1920, 20, 1.0, 4, 32), kHeads | kNstate, true},
       {"e87", "E87 sparse block memory, top-K routed delta-rule blocks (spec 2.21); E87b16k4 = --blocks 16 --topk 4 --nstate 16", make<SparseBlockMixer>, nullptr, defaults(1920, 20, 1.0, 0, 16, 16, 4), kNstate | kBlocks | kTopk, true},

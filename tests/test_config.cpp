@@ -79,10 +79,15 @@ TEST_CASE("bad configuration gives a one-line error naming the fix", "[config]")
 
 TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[config]") {
   auto resolve = [](std::vector<std::string> args) { return resolve_on_cpu(std::move(args)).second; };
-  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e74, e75, e87, llama, mamba2");
+  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e70, e71, e72, e73, e74, e75, e87, llama, mamba2");
   require_usage_error([&] { resolve({"--model", "llama", "--dim", "100"}); }, "multiple of");
   require_usage_error([&] { resolve({"--model", "llama", "--expansion", "2"}); }, "does not take --expansion");
   require_usage_error([&] { resolve({"--model", "e61", "--nstate", "32"}); }, "does not take --nstate");
+  for (const char* m : {"e70", "e71", "e72", "e73"}) {  // the matrix-state Elman cells take n_state 1..128
+    INFO(m);
+    require_usage_error([&] { resolve({"--model", m, "--nstate", "129"}); }, "n_state 129 is not supported; use --nstate from 1 to 128");
+    CHECK(resolve({"--model", m, "--nstate", "128", "--dim", "128"}).nstate == 128);
+  }
   require_usage_error([&] { resolve({"--model", "e61", "--params", "50g"}); }, "no width");
   require_usage_error([&] { resolve({"--model", "e61", "--params", "100m", "--dim", "640"}); }, "either --dim or --params");
   require_usage_error([&] { resolve({"--model", "e61", "--impl", "kernel"}); }, "--impl kernel");
@@ -133,6 +138,9 @@ TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[confi
       {"bench-100m/E61.yaml", 98532480}, {"bench-100m/E62.yaml", 98532480}, {"bench-100m/E64.yaml", 98532480},
       {"bench-100m/E65.yaml", 98558080}, {"bench-100m/E67.yaml", 98558080}, {"bench-100m/E68.yaml", 98583680},
       {"bench-100m/Llama.yaml", 101770880}, {"bench-100m/Mamba2.yaml", 101936528},
+      // The matrix-state Elman cells, dim 1408 x depth 20, n_state 96 (spec section 4's exact counts).
+      {"bench-100m/E70.yaml", 98612116}, {"bench-100m/E71.yaml", 104022656},
+      {"bench-100m/E72.yaml", 104024576}, {"bench-100m/E73.yaml", 104020736},
       // E74 full matrix and E75h4n32 from spec section 4; the E75 scan: the width closest to 100M by exact count.
       {"bench-100m/E74-full-n16.yaml", 98237952}, {"bench-100m/E74-full-n32.yaml", 101678592},
       {"bench-100m/E74-full-n48.yaml", 105119232}, {"bench-100m/E74-full-n64.yaml", 108559872},
@@ -161,8 +169,9 @@ TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[confi
     auto m = app::resolve(c);
     INFO(file);
     CHECK(models::count_params(m) == params);
-    // The E75 scan's widths are what --params 100m picks for each heads x n_state.
-    if (file.rfind("bench-100m/E75h", 0) == 0 || file.rfind("bench-100m/E87", 0) == 0)
+    // The widths of E70-E73, the E75 scan (each heads x n_state) and E87 are what --params 100m picks.
+    const bool e70_to_e75 = file.rfind("bench-100m/E7", 0) == 0 && file.rfind("bench-100m/E74", 0) != 0;
+    if (e70_to_e75 || file.rfind("bench-100m/E87", 0) == 0)
       CHECK(models::dim_for_params(m, 100000000) == m.dim);
   }
 }

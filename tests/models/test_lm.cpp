@@ -162,3 +162,33 @@ TEST_CASE("the E74 diagonal kernel LMs agree with their reference LMs at identic
     }
   }
 }
+
+TEST_CASE("E70's decay is trained (our decision; the reference passed it as a constant), through clamp's gradient", "[lm]") {
+  auto cfg = tiny(models::find_model("e70"));
+  cfg.nstate = 8;
+  torch::manual_seed(6);
+  models::LM lm(cfg);
+  auto tokens = torch::randint(0, 256, {2, 33}, torch::kLong);
+  auto decays = [&] {
+    std::vector<torch::Tensor> out;
+    for (const auto& item : lm->named_parameters())
+      if (item.key().size() > 6 && item.key().substr(item.key().size() - 6) == ".decay") out.push_back(item.value());
+    return out;
+  };
+  REQUIRE(decays().size() == static_cast<size_t>(cfg.depth));
+  lm->loss(tokens.narrow(1, 0, 32), tokens.narrow(1, 1, 32)).backward();
+  for (const auto& d : decays()) {
+    CHECK(d.numel() == 1);
+    CHECK(std::abs(d.item<double>() - 0.9) < 1e-7);
+    REQUIRE(d.grad().defined());
+    CHECK(d.grad().abs().item<double>() > 0);
+  }
+  // Past the clamp (lambda = 0.999) the gradient is zero, as autograd's clamp gives it.
+  lm->zero_grad();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& d : decays()) d.fill_(1.5);
+  }
+  lm->loss(tokens.narrow(1, 0, 32), tokens.narrow(1, 1, 32)).backward();
+  for (const auto& d : decays()) CHECK(d.grad().abs().item<double>() == 0);
+}
