@@ -24,7 +24,6 @@ FAMILIES = [
     ("Gated-diagonal Elman", {"e61", "e62", "e64", "e65", "e67", "e68"}),
     ("Diagonal delta rule (e74 --state diagonal)", {"e74-diagonal"}),
     ("Dense-recurrence Elman", {"e1", "e42", "e56", "e63", "e66"}),
-    ("Matrix-state Elman", {"e70", "e71", "e72", "e73"}),
     ("Matrix-state delta rule", {"e74", "e75", "e87"}),
     ("Matrix-state Elman", {"e63m", "e70", "e71", "e72", "e73"}),
     ("Baselines", {"llama", "mamba2", "gdn"}),
