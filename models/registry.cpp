@@ -7,6 +7,7 @@
 #include "models/lm.h"
 #include "models/mixers/dense_elman.h"
 #include "models/mixers/delta_matrix.h"
+#include "models/mixers/gated_deltanet.h"
 #include "models/mixers/gated_diag.h"
 #include "models/mixers/llama.h"
 #include "models/mixers/mamba2.h"
@@ -54,6 +55,7 @@ const std::vector<ModelSpec>& all_models() {
       {"e74", "E74 delta-rule memory (spec 2.18, 2.19): --state full (matrix) | diagonal, --update, --projection, --nonlinearity", make_e74, nullptr, e74_defaults(), kNstate | kCellOptions, true},
       {"e75", "E75 multi-head gated delta-rule memory (spec 2.20); E75h4n32 = --heads 4 --nstate 32", make_delta_matrix<DeltaCell::E75>, nullptr, defaults(1920, 20, 1.0, 4, 32), kHeads | kNstate, true},
       {"e87", "E87 sparse block memory, top-K routed delta-rule blocks (spec 2.21); E87b16k4 = --blocks 16 --topk 4 --nstate 16", make<SparseBlockMixer>, nullptr, defaults(1920, 20, 1.0, 0, 16, 16, 4), kNstate | kBlocks | kTopk, true},
+      {"gdn", "GatedDeltaNet (FLA-GDN H1): dim/128 heads, key dim 128, value dim 256, short conv 4, output gate (spec 2.22)", make<GatedDeltaNetMixer>, nullptr, defaults(768, 20), kHeads, false, Norm::RMS, true},
       {"llama", "Llama transformer: RoPE attention + SwiGLU (spec 2.22)", make<LlamaAttention>, make<SwiGLU>, defaults(640, 20), kHeads, true},
       {"mamba2", "Mamba2 SSD, d_state 128, headdim 64, expand 2, LayerNorm pre-norm (spec 2.22)", make<Mamba2Mixer>, nullptr, defaults(896, 20), 0, false, Norm::Layer, true},
   };

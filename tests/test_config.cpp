@@ -79,7 +79,7 @@ TEST_CASE("bad configuration gives a one-line error naming the fix", "[config]")
 
 TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[config]") {
   auto resolve = [](std::vector<std::string> args) { return resolve_on_cpu(std::move(args)).second; };
-  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e70, e71, e72, e73, e74, e75, e87, llama, mamba2");
+  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e70, e71, e72, e73, e74, e75, e87, gdn, llama, mamba2");
   require_usage_error([&] { resolve({"--model", "llama", "--dim", "100"}); }, "multiple of");
   require_usage_error([&] { resolve({"--model", "llama", "--expansion", "2"}); }, "does not take --expansion");
   require_usage_error([&] { resolve({"--model", "e61", "--nstate", "32"}); }, "does not take --nstate");
@@ -93,6 +93,7 @@ TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[con
   require_usage_error([&] { resolve({"--model", "e61", "--impl", "kernel"}); }, "--impl kernel");
   require_usage_error([&] { resolve({"--model", "e61", "--impl", "chunked"}); }, "--impl must be auto, kernel or reference");
   require_usage_error([&] { resolve({"--model", "mamba2", "--impl", "kernel"}); }, "has no CUDA kernel yet; choose --impl chunked");
+  require_usage_error([&] { resolve({"--model", "gdn", "--impl", "kernel"}); }, "has no CUDA kernel yet; choose --impl chunked");
   require_usage_error([&] { resolve({"--model", "llama", "--impl", "chunked"}); }, "--impl must be auto, kernel or reference");
   require_usage_error([&] { resolve({"--model", "e61", "--precision", "bf16"}); }, "needs --device cuda");
   require_usage_error([] {
@@ -115,10 +116,17 @@ TEST_CASE("exact parameter counts of the 100M configurations", "[config]") {
   CHECK(mamba2.dim == 896);
   CHECK(mamba2.depth == 20);
   CHECK(models::count_params(mamba2) == 101936528);
+  models::ModelConfig gdn = models::find_model("gdn").defaults;
+  gdn.name = "gdn";
+  // Spec 2.22 FLA-GDN (H1): 256*768 + 20*(768*(2*768 + 2*1536 + 2*6) + 4*(2*768 + 1536) + 2*6 + 256 + 1536*768 + 768)
+  // + 768, with 6 = 768 / 128 heads.
+  CHECK(gdn.dim == 768);
+  CHECK(gdn.depth == 20);
+  CHECK(models::count_params(gdn) == 95020016);
 }
 
 TEST_CASE("a 100m target picks the width from the exact count", "[config]") {
-  for (const auto& [model, dim] : std::vector<std::pair<std::string, int64_t>>{{"e61", 640}, {"llama", 640}, {"mamba2", 896}}) {
+  for (const auto& [model, dim] : std::vector<std::pair<std::string, int64_t>>{{"e61", 640}, {"llama", 640}, {"mamba2", 896}, {"gdn", 768}}) {
     auto cmd = parse({"--model", model, "--params", "100m", "--steps", "1", "--device", "cpu"});
     app::resolve(cmd.config);
     INFO(model);
@@ -141,6 +149,7 @@ TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[confi
       // The matrix-state Elman cells, dim 1408 x depth 20, n_state 96 (spec section 4's exact counts).
       {"bench-100m/E70.yaml", 98612116}, {"bench-100m/E71.yaml", 104022656},
       {"bench-100m/E72.yaml", 104024576}, {"bench-100m/E73.yaml", 104020736},
+      {"bench-100m/FLA-GDN.yaml", 95020016},
       // E74 full matrix and E75h4n32 from spec section 4; the E75 scan: the width closest to 100M by exact count.
       {"bench-100m/E74-full-n16.yaml", 98237952}, {"bench-100m/E74-full-n32.yaml", 101678592},
       {"bench-100m/E74-full-n48.yaml", 105119232}, {"bench-100m/E74-full-n64.yaml", 108559872},

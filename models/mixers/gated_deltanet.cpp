@@ -1,0 +1,62 @@
+#include "models/mixers/gated_deltanet.h"
+
+#include <cmath>
+
+#include "models/param.h"
+#include "ops/gated_delta/gated_delta.h"
+
+namespace elman::models {
+
+GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg) : impl_(cfg.impl) {
+  TORCH_CHECK(cfg.heads > 0 || cfg.dim % kKeyHeadDim == 0, "gdn: dim ", cfg.dim, " must be a multiple of ",
+              kKeyHeadDim, " (key head dim ", kKeyHeadDim, " by default), or set --heads to a divisor of it");
+  heads_ = cfg.heads > 0 ? cfg.heads : cfg.dim / kKeyHeadDim;
+  TORCH_CHECK(cfg.dim % heads_ == 0, "gdn: dim ", cfg.dim, " must be a multiple of the head count ", heads_);
+  dk_ = cfg.dim / heads_, dv_ = kExpandV * dk_;
+  const int64_t H = heads_, conv_ch = 2 * H * dk_ + H * dv_;
+  const auto& o = cfg.build;
+  in_proj_ = make_param(*this, "in_proj", {conv_ch + H * dv_ + 2 * H, cfg.dim}, Init::Uniform, o, 1,
+                        1.0 / std::sqrt(static_cast<double>(cfg.dim)));
+  conv_weight_ = make_param(*this, "conv_weight", {conv_ch, 1, kConvWidth}, Init::Uniform, o, 1,
+                            1.0 / std::sqrt(static_cast<double>(kConvWidth)));
+  A_log_ = make_param(*this, "A_log", {H}, Init::Zeros, o);
+  dt_bias_ = make_param(*this, "dt_bias", {H}, Init::Zeros, o);
+  o_norm_ = make_param(*this, "o_norm", {dv_}, Init::Ones, o);
+  out_proj_ = make_param(*this, "out_proj", {cfg.dim, H * dv_}, Init::Uniform, o, 1,
+                         1.0 / std::sqrt(static_cast<double>(H * dv_)));
+  if (!A_log_.is_meta()) {
+    torch::NoGradGuard no_grad;
+    auto f64 = torch::TensorOptions().dtype(torch::kDouble);
+    A_log_.copy_(torch::log(torch::rand({H}, f64) * 16.0));
+    auto dt = torch::exp(torch::rand({H}, f64) * (std::log(1e-1) - std::log(1e-3)) + std::log(1e-3)).clamp_min(1e-4);
+    dt_bias_.copy_(dt + torch::log(-torch::expm1(-dt)));  // softplus(dt_bias) = dt
+  }
+}
+
+torch::Tensor GatedDeltaNetMixer::forward(const torch::Tensor& u) {
+  const int64_t Bsz = u.size(0), T = u.size(1), H = heads_, conv_ch = 2 * H * dk_ + H * dv_;
+  auto proj = torch::linear(u, in_proj_);
+  auto qkv = proj.narrow(-1, 0, conv_ch);
+  auto gate = proj.narrow(-1, conv_ch, H * dv_).reshape({Bsz, T, H, dv_});
+  auto a = proj.narrow(-1, conv_ch + H * dv_, H), b = proj.narrow(-1, conv_ch + H * dv_ + H, H);
+  // Depthwise causal conv: pad kConvWidth - 1 steps on the left (conv1d pads both sides; keep the first T).
+  qkv = torch::conv1d(qkv.transpose(1, 2), conv_weight_, {}, 1, kConvWidth - 1, 1, conv_ch)
+            .narrow(2, 0, T)
+            .transpose(1, 2);
+  qkv = torch::silu(qkv);
+  auto l2norm = [&](const torch::Tensor& x) {
+    auto xf = x.reshape({Bsz, T, H, dk_}).to(torch::kFloat);
+    return xf * torch::rsqrt(xf.square().sum(-1, true) + 1e-6);
+  };
+  auto q = l2norm(qkv.narrow(-1, 0, H * dk_)) / std::sqrt(static_cast<double>(dk_));
+  auto k = l2norm(qkv.narrow(-1, H * dk_, H * dk_));
+  auto v = qkv.narrow(-1, 2 * H * dk_, H * dv_).reshape({Bsz, T, H, dv_});
+  auto beta = torch::sigmoid(b.to(torch::kFloat));
+  auto g = -torch::exp(A_log_.to(torch::kFloat)) * torch::softplus(a.to(torch::kFloat) + dt_bias_.to(torch::kFloat));
+  auto o = ops::gated_delta(q, k, v, g, beta, torch::Tensor(), impl_)[0];  // [B,T,H,V]
+  auto normed = at::rms_norm(o.to(torch::kFloat), {dv_}, o_norm_.to(torch::kFloat), 1e-5) *
+                torch::silu(gate.to(torch::kFloat));
+  return torch::linear(normed.reshape({Bsz, T, H * dv_}), out_proj_);
+}
+
+}  // namespace elman::models

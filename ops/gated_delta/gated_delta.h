@@ -1,0 +1,27 @@
+#pragma once
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "ops/common/impl.h"
+#include "ops/gated_delta/chunked.h"
+#include "ops/gated_delta/reference.h"
+
+namespace elman::ops {
+
+// The gated delta rule over T (GatedDeltaNet; the recurrence is written out in reference.h):
+//   S_t = exp(g_t) S_{t-1} + k_t u_t^T,  u_t = beta_t (v_t - (exp(g_t) S_{t-1})^T k_t),  o_t = S_t^T q_t  (per head)
+//
+// Args:
+//   q, k  [B,T,H,K] float32 or bfloat16 (fp64 for tests), as the recurrence reads them (the layer L2-normalises
+//         them and scales q);  v [B,T,H,V];  g [B,T,H] log decay (<= 0);  beta [B,T,H] write strength in (0, 1);
+//   h0    [B,H,K,V] or an undefined tensor for zeros.
+//   impl  Impl::Reference runs gated_delta_reference (a loop over T); Impl::Chunked runs gated_delta_chunked with
+//         chunks of kGatedDeltaChunk (64) steps; Impl::Kernel has no CUDA kernel yet and throws, naming --impl chunked.
+// Returns {o [B,T,H,V] in v's dtype, S_T [B,H,K,V] float32 (fp64 for fp64 inputs)}, differentiable with respect
+// to every input with gradients flowing in from both outputs.
+std::vector<torch::Tensor> gated_delta(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                       const torch::Tensor& g, const torch::Tensor& beta, const torch::Tensor& h0,
+                                       Impl impl);
+
+}  // namespace elman::ops
