@@ -27,7 +27,7 @@ struct ModelSpec {
   unsigned uses = 0;                                  // Uses flags
   bool recurrent_kernel = false;                      // has a CUDA kernel / reference choice
   Norm norm = Norm::RMS;                              // the LM's pre-norms and final norm
-  bool chunked = false;  // a LibTorch chunked scan and no CUDA kernel yet: --impl chunked | reference (mamba2)
+  bool chunked = false;  // a LibTorch chunked scan and no CUDA kernel yet: --impl chunked | reference (mamba2, gdn)
 };
 
 const std::vector<ModelSpec>& all_models();
