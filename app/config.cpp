@@ -85,6 +85,7 @@ const std::vector<Option>& options() {
       integer("nstate", &Config::nstate, "state size (matrix-state cells)"),
       integer("blocks", &Config::blocks, "memory blocks (sparse block memory, e87)"),
       integer("topk", &Config::topk, "blocks updated per step (sparse block memory, e87)"),
+      integer("slots", &Config::slots, "state slots, 1 to 16 (slot-matrix cell, e63m)"),
       str("state", &Config::state, "e74 state: full (n x n matrix) | diagonal [full]"),
       str("update", &Config::update, "e74 update: delta | simple (diagonal only) [delta]"),
       str("projection", &Config::projection, "e74 projections: tiedkvq | noz | full (diagonal: all; full state: noz) [noz]"),
@@ -263,12 +264,14 @@ models::ModelConfig resolve(Config& c) {
   reject_unused(models::kNstate, c.nstate != 0, "nstate");
   reject_unused(models::kBlocks, c.blocks != 0, "blocks");
   reject_unused(models::kTopk, c.topk != 0, "topk");
+  reject_unused(models::kSlots, c.slots != 0, "slots");
   reject_unused(models::kCellOptions, !c.state.empty(), "state");
   reject_unused(models::kCellOptions, !c.update.empty(), "update");
   reject_unused(models::kCellOptions, !c.projection.empty(), "projection");
   reject_unused(models::kCellOptions, !c.nonlinearity.empty(), "nonlinearity");
-  if (c.dim < 0 || c.depth < 0 || c.heads < 0 || c.nstate < 0 || c.blocks < 0 || c.topk < 0 || c.expansion < 0)
-    throw UsageError("model sizes (--dim, --depth, --heads, --nstate, --blocks, --topk, --expansion) must be positive");
+  if (c.dim < 0 || c.depth < 0 || c.heads < 0 || c.nstate < 0 || c.blocks < 0 || c.topk < 0 || c.slots < 0 ||
+      c.expansion < 0)
+    throw UsageError("model sizes (--dim, --depth, --heads, --nstate, --blocks, --topk, --slots, --expansion) must be positive");
 
   // Device, precision, implementation.
   const bool have_cuda = torch::cuda::is_available();
@@ -301,6 +304,7 @@ models::ModelConfig resolve(Config& c) {
   if (c.nstate) m.nstate = c.nstate;
   if (c.blocks) m.blocks = c.blocks;
   if (c.topk) m.topk = c.topk;
+  if (c.slots) m.slots = c.slots;
   using Pair = std::pair<const std::string*, std::string*>;
   for (auto [given, field] : {Pair{&c.state, &m.state}, Pair{&c.update, &m.update}, Pair{&c.projection, &m.projection},
                               Pair{&c.nonlinearity, &m.nonlinearity}})
@@ -327,6 +331,7 @@ models::ModelConfig resolve(Config& c) {
   c.nstate = (spec->uses & models::kNstate) ? m.nstate : 0;
   c.blocks = (spec->uses & models::kBlocks) ? m.blocks : 0;
   c.topk = (spec->uses & models::kTopk) ? m.topk : 0;
+  c.slots = (spec->uses & models::kSlots) ? m.slots : 0;
   c.state = m.state, c.update = m.update, c.projection = m.projection, c.nonlinearity = m.nonlinearity;
 
   // Budget and optimisation.

@@ -18,7 +18,7 @@ struct UsageError : std::runtime_error {
 struct Config {
   // model (0 means: the model's default)
   std::string model = "e61";
-  int64_t dim = 0, depth = 0, heads = 0, nstate = 0, blocks = 0, topk = 0;
+  int64_t dim = 0, depth = 0, heads = 0, nstate = 0, blocks = 0, topk = 0, slots = 0;
   double expansion = 0;
   std::string state, update, projection, nonlinearity;  // E74 cell options ("" = the model's default)
   std::string params;        // e.g. "100m": choose dim from the exact parameter count at this depth

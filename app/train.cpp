@@ -99,6 +99,7 @@ std::string model_summary(const Config& c) {
   if (c.nstate) s += " nstate " + std::to_string(c.nstate);
   if (c.blocks) s += " blocks " + std::to_string(c.blocks);
   if (c.topk) s += " topk " + std::to_string(c.topk);
+  if (c.slots) s += " slots " + std::to_string(c.slots);
   return s;
 }
 

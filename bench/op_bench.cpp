@@ -5,8 +5,8 @@
 // Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference]
 //                         [--iters 10]
 //   OP: dense-tanh | dense-linear | dense-gated | diag-e61 | matrix-e70 .. matrix-e73 | sparse-b4k2 | sparse-b16k4 |
-//   sparse-b32k8 (see ops() below; the matrix cases take --D as n_state; the sparse_block cases take their widths
-//   from the E87 level name and ignore --D).
+//   sparse-b32k8 | slots-n8 (see ops() below; the matrix cases take --D as n_state; the sparse_block cases take
+//   their widths from the E87 level name and ignore --D).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
@@ -22,6 +22,7 @@
 #include "ops/dense_elman/dense_elman.h"
 #include "ops/gated_diag/gated_diag.h"
 #include "ops/matrix_elman/matrix_elman.h"
+#include "ops/slot_matrix/slot_matrix.h"
 #include "ops/sparse_block/sparse_block.h"
 
 namespace {
@@ -98,6 +99,21 @@ OpCase sparse(int64_t blocks, int64_t top_k, int64_t n) {
           }};
 }
 
+// E63m: N slots of width D; proj [B,T,2D+2N] = [k | q | W_x x | W_alpha x], k and q ~ N(0, 4/D) (tanh's not
+// saturated), W_r ~ N(0, 0.25/N), b 0, b_alpha 2 (the init).
+OpCase slots(int64_t N) {
+  return {[=](const Shape& s) {
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            auto kq = torch::randn({s.B, s.T, 2 * s.D}, o) * (2.0 / std::sqrt(static_cast<double>(s.D)));
+            return std::vector<torch::Tensor>{leaf(torch::cat({kq, torch::randn({s.B, s.T, 2 * N}, o)}, 2).to(s.dtype)),
+                                              leaf(torch::randn({N, N}, o) * (0.5 / std::sqrt(static_cast<double>(N)))),
+                                              leaf(torch::zeros({N}, o)), leaf(torch::full({N}, 2.0, o))};
+          },
+          [=](const std::vector<torch::Tensor>& in, const Shape& s) {
+            return elman::ops::slot_matrix(in[0], in[1], in[2], in[3], torch::Tensor(), N, s.impl);
+          }};
+}
+
 const std::map<std::string, OpCase>& ops() {
   static const std::map<std::string, OpCase> m = {
       {"dense-tanh", dense(elman::ops::DenseMode::Tanh)},
@@ -111,6 +127,7 @@ const std::map<std::string, OpCase>& ops() {
       {"sparse-b4k2", sparse(4, 2, 32)},
       {"sparse-b16k4", sparse(16, 4, 16)},
       {"sparse-b32k8", sparse(32, 8, 16)},
+      {"slots-n8", slots(8)},
   };
   return m;
 }

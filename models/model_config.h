@@ -20,6 +20,7 @@ struct ModelConfig {
   int64_t nstate = 0;      // matrix-state cells
   int64_t blocks = 0;      // sparse block memory (E87): memory blocks
   int64_t topk = 0;        // sparse block memory (E87): blocks updated per step
+  int64_t slots = 0;       // slot-matrix cell (E63m): rows of the N x D state
   // E74's cell options (spec 2.18, 2.19): state full | diagonal, update delta | simple,
   // projection tiedkvq | noz | full, nonlinearity tanh | linear. Empty for other models.
   std::string state, update, projection, nonlinearity;

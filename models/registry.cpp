@@ -12,6 +12,7 @@
 #include "models/mixers/llama.h"
 #include "models/mixers/mamba2.h"
 #include "models/mixers/matrix_elman.h"
+#include "models/mixers/slot_matrix.h"
 #include "models/mixers/sparse_block.h"
 
 namespace elman::models {
@@ -32,6 +33,11 @@ ModelConfig e74_defaults() {  // the full-matrix configuration that ran (spec 2.
   c.state = "full", c.update = "delta", c.projection = "noz", c.nonlinearity = "tanh";
   return c;
 }
+ModelConfig e63m_defaults() {  // N = 8 slots, the LadderLM default that ran (spec 2.8)
+  auto c = defaults(640, 20, 2.0);
+  c.slots = 8;
+  return c;
+}
 }  // namespace
 
 const std::vector<ModelSpec>& all_models() {
@@ -43,6 +49,7 @@ const std::vector<ModelSpec>& all_models() {
       {"e61", "E61 decay-gated Elman (spec 2.5)", make_gated_diag<ops::DiagCell::E61>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e62", "E62 selective-write Elman (spec 2.6)", make_gated_diag<ops::DiagCell::E62>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e63", "E63 nonlinear delta Elman (spec 2.7)", make_dense_elman<DenseCell::E63>, nullptr, defaults(512, 20, 2.0), kExpansion, true},
+      {"e63m", "E63m slot-matrix nonlinear cell, N slots x D state, --slots N (spec 2.8)", make<SlotMatrixMixer>, nullptr, e63m_defaults(), kExpansion | kSlots, true},
       {"e64", "E64 additive-h Elman (spec 2.9)", make_gated_diag<ops::DiagCell::E64>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e65", "E65 diagonal-h Elman (spec 2.10)", make_gated_diag<ops::DiagCell::E65>, nullptr, defaults(640, 20, 2.0), kExpansion, true},
       {"e66", "E66 low-rank-h Elman, rank max(D/4, 16) (spec 2.11)", make_dense_elman<DenseCell::E66>, nullptr, defaults(640, 20, 2.0), kExpansion, true},

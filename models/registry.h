@@ -12,8 +12,8 @@
 namespace elman::models {
 
 // Bit flags for the model options a model takes besides dim and depth.
-// kCellOptions: --state, --update, --projection, --nonlinearity (E74).
-enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4, kBlocks = 8, kTopk = 16, kCellOptions = 32 };
+// kCellOptions: --state, --update, --projection, --nonlinearity (E74). kSlots: --slots (E63m).
+enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4, kBlocks = 8, kTopk = 16, kCellOptions = 32, kSlots = 64 };
 
 // The LM's pre-norms and final norm: RMSNorm (weight only) or LayerNorm (weight and bias); both eps 1e-5.
 enum class Norm { RMS, Layer };
@@ -23,7 +23,7 @@ struct ModelSpec {
   std::string description;
   std::function<MixerPtr(const ModelConfig&)> mixer;  // the block's mixer
   std::function<MixerPtr(const ModelConfig&)> mlp;    // optional second sub-block (Llama's SwiGLU)
-  ModelConfig defaults;                               // dim, depth, expansion, heads, nstate, blocks, topk
+  ModelConfig defaults;                               // dim, depth, expansion, heads, nstate, blocks, topk, slots
   unsigned uses = 0;                                  // Uses flags
   bool recurrent_kernel = false;                      // has a CUDA kernel / reference choice
   Norm norm = Norm::RMS;                              // the LM's pre-norms and final norm

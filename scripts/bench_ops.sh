@@ -12,10 +12,10 @@ for a in "$@"; do
 done
 # D = dim x expansion of the 100M configs: E1/E56 640 x 2, E42 768 x 2, E63 512 x 2, E66 640 x 2.
 # matrix-*: E70-E73, the D given is n_state (96 at 100M). sparse-*: E87 (widths from the level name; the D given is
-# ignored).
+# ignored). slots-n8: E63m (640 x 2).
 [ ${#cases[@]} -gt 0 ] || cases=(dense-tanh:1280 dense-linear:1536 dense-gated:1024 dense-gated:1280 diag-e61:1280
                                  matrix-e70:96 matrix-e71:96 matrix-e72:96 matrix-e73:96
-                                 sparse-b4k2:0 sparse-b16k4:0 sparse-b32k8:0)
+                                 sparse-b4k2:0 sparse-b16k4:0 sparse-b32k8:0 slots-n8:1280)
 for c in "${cases[@]}"; do
   op="${c%%:*}" D="${c#*:}"
   for dtype in bf16 f32; do

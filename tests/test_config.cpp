@@ -79,7 +79,7 @@ TEST_CASE("bad configuration gives a one-line error naming the fix", "[config]")
 
 TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[config]") {
   auto resolve = [](std::vector<std::string> args) { return resolve_on_cpu(std::move(args)).second; };
-  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e64, e65, e66, e67, e68, e70, e71, e72, e73, e74, e75, e87, gdn, llama, mamba2");
+  require_usage_error([&] { resolve({"--model", "e99"}); }, "valid models: e1, e42, e56, e61, e62, e63, e63m, e64, e65, e66, e67, e68, e70, e71, e72, e73, e74, e75, e87, gdn, llama, mamba2");
   require_usage_error([&] { resolve({"--model", "llama", "--dim", "100"}); }, "multiple of");
   require_usage_error([&] { resolve({"--model", "llama", "--expansion", "2"}); }, "does not take --expansion");
   require_usage_error([&] { resolve({"--model", "e61", "--nstate", "32"}); }, "does not take --nstate");
@@ -123,6 +123,10 @@ TEST_CASE("exact parameter counts of the 100M configurations", "[config]") {
   CHECK(gdn.dim == 768);
   CHECK(gdn.depth == 20);
   CHECK(models::count_params(gdn) == 95020016);
+  models::ModelConfig e63m = models::find_model("e63m").defaults;
+  e63m.name = "e63m";
+  CHECK(e63m.slots == 8);  // LadderLM's n_slots default, which the reported runs used
+  CHECK(models::count_params(e63m) == 82610880);  // spec section 4
 }
 
 TEST_CASE("a 100m target picks the width from the exact count", "[config]") {
@@ -142,7 +146,7 @@ TEST_CASE("shipped configs load, resolve and have their asserted sizes", "[confi
   // Exact counts from spec section 4 (Llama: our single-norm block, see above).
   const std::vector<std::pair<std::string, int64_t>> expected = {
       {"bench-100m/E1.yaml", 114890880}, {"bench-100m/E42.yaml", 94615296}, {"bench-100m/E56.yaml", 114890880},
-      {"bench-100m/E63.yaml", 84068864}, {"bench-100m/E66.yaml", 114916480},
+      {"bench-100m/E63.yaml", 84068864}, {"bench-100m/E63m.yaml", 82610880}, {"bench-100m/E66.yaml", 114916480},
       {"bench-100m/E61.yaml", 98532480}, {"bench-100m/E62.yaml", 98532480}, {"bench-100m/E64.yaml", 98532480},
       {"bench-100m/E65.yaml", 98558080}, {"bench-100m/E67.yaml", 98558080}, {"bench-100m/E68.yaml", 98583680},
       {"bench-100m/Llama.yaml", 101770880}, {"bench-100m/Mamba2.yaml", 101936528},
@@ -262,6 +266,45 @@ TEST_CASE("the seed reports' sized names 87b<B>k<K>(n<N>) resolve to e87 with th
   require_usage_error([&] { resolve({"--model", "e61", "--topk", "4"}); }, "model 'e61' does not take --topk");
 }
 
+TEST_CASE("e63m takes --slots (default 8) and refuses slot counts outside 1..16 and widths its kernel cannot hold", "[config]") {
+  auto resolve = [](std::vector<std::string> args) {
+    args.insert(args.end(), {"--dim", "128", "--depth", "2"});
+    return resolve_on_cpu(args);
+  };
+  auto [c, m] = resolve({"--model", "e63m"});
+  CHECK(c.slots == 8);
+  CHECK(m.slots == 8);
+  CHECK(m.expansion == 2.0);
+  // Per layer D*dim + 2 D^2 + 2 N D + N^2 + 2 N + N*dim + dim (spec 4's E63m count), D = 256.
+  auto count = [](int64_t dim, int64_t D, int64_t N, int64_t depth) {
+    return 256 * dim + depth * (D * dim + 2 * D * D + 2 * N * D + N * N + 2 * N + N * dim + dim) + dim;
+  };
+  CHECK(models::count_params(m) == count(128, 256, 8, 2));
+  auto [c3, m3] = resolve({"--model", "e63m", "--slots", "3"});
+  CHECK(c3.slots == 3);
+  CHECK(models::count_params(m3) == count(128, 256, 3, 2));
+  CHECK(models::count_params(resolve({"--model", "e63m", "--slots", "16"}).second) == count(128, 256, 16, 2));
+  require_usage_error([&] { resolve({"--model", "e63m", "--slots", "17"}); },
+                      "17 slots are not supported; use --slots from 1 to 16");
+  require_usage_error([&] { resolve({"--model", "e63m", "--slots", "-1"}); }, "must be positive");
+  require_usage_error([&] { resolve({"--model", "e61", "--slots", "8"}); }, "model 'e61' does not take --slots");
+  require_usage_error([&] { resolve({"--model", "e63m", "--nstate", "8"}); }, "model 'e63m' does not take --nstate");
+  // The CUDA kernel holds the state and its gradient in one block's registers: 16 slots up to D = 1280.
+  models::ModelConfig wide = models::find_model("e63m").defaults;
+  wide.name = "e63m", wide.dim = 768, wide.slots = 16, wide.impl = ops::Impl::Kernel;
+  try {
+    models::count_params(wide);
+    FAIL("expected an error for D = 1536 with 16 slots");
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find("D = dim * expansion = 1536 is too wide for the CUDA kernel with 16 slots (at most 1280)") !=
+          std::string::npos);
+  }
+  wide.slots = 8;
+  CHECK(models::count_params(wide) == count(768, 1536, 8, 20));
+}
+
 TEST_CASE("e74 cell options: defaults, diagonal variants, and clear errors for what is not supported", "[config]") {
   auto resolve = [](std::vector<std::string> args) {
     args.insert(args.end(), {"--dim", "128", "--depth", "2"});
@@ -307,6 +350,7 @@ TEST_CASE("the saved config reloads to the same resolved config", "[config]") {
   const auto dir = test::scratch_dir("reload");
   for (const auto& args : std::vector<std::vector<std::string>>{
            {"--model", "llama", "--params", "100m", "--time", "90s", "--device", "cpu"},
+           {"--model", "e63m", "--slots", "5", "--dim", "128", "--steps", "5", "--device", "cpu"},
            {"--model", "e74", "--state", "diagonal", "--update", "simple", "--projection", "full", "--nstate", "96",
             "--steps", "5", "--device", "cpu"}}) {
     auto cmd = parse(args);
