@@ -154,8 +154,10 @@ def main():
     except ImportError:
         sys.exit("report: report.md and report.csv written, but report.png needs matplotlib (pip install matplotlib)")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {r["name"]: cycle[i % len(cycle)] for i, r in enumerate(runs)}  # one color per run in both panels
     for r in ok:
-        ax1.scatter(r.get("tok_s") or 0, r["last100_loss"])
+        ax1.scatter(r.get("tok_s") or 0, r["last100_loss"], color=color[r["name"]])
         ax1.annotate(r["name"], (r.get("tok_s") or 0, r["last100_loss"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
     ax1.set_xlabel("tokens / s (training step)")
     ax1.set_ylabel("last-100 train loss (nats/byte)")
@@ -165,7 +167,7 @@ def main():
         if ls:
             k = max(1, len(ls) // 200)  # smooth with a moving mean over ~0.5% of the run
             sm = [sum(ls[max(0, i - k + 1):i + 1]) / len(ls[max(0, i - k + 1):i + 1]) for i in range(len(ls))]
-            ax2.plot(range(1, len(sm) + 1), sm, label=r["name"], linewidth=1)
+            ax2.plot(range(1, len(sm) + 1), sm, label=r["name"], linewidth=1, color=color[r["name"]])
     ax2.set_xlabel("step")
     ax2.set_ylabel("train loss")
     ax2.set_title("Training loss")
