@@ -10,10 +10,11 @@
 #   sizes and options (the row is named after the file). @reference runs the model's pure-LibTorch cell
 #   (per-step cuBLAS GEMMs and pointwise ops) instead of our kernel, to measure the kernel against it in the
 #   same run; without @IMPL the model's (or config's) default implementation runs.
+#   A failing run (diverged, out of memory, refused) is printed as a failed row and the rest still run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${ELMAN_BUILD_DIR:-$root/build}"
-steps=50 torch=0 profile=0 models=()
+steps=50 torch=0 profile=0 failed=0 models=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --torch) torch=1 ;;
@@ -44,10 +45,16 @@ for spec in "${models[@]}"; do
     label="$m" what=(--model "$m" --params 100m)
   fi
   name="$label-${impl:-auto}"
-  "$build/elman-train" "${what[@]}" ${impl:+--impl "$impl"} --steps "$steps" --warmup 5 --batch 32 --chunk 512 \
+  # A run that fails (diverges, runs out of memory, is refused) prints its row as failed, its last log lines,
+  # and the benchmark goes on to the next model; the script then exits 1.
+  if ! "$build/elman-train" "${what[@]}" ${impl:+--impl "$impl"} --steps "$steps" --warmup 5 --batch 32 --chunk 512 \
     --eval-bytes 0 --device cuda --data "$data" --out "$out" --name "$name" --log-every 10 --profile "$profile" \
-    >"$out/$name.log" 2>&1 ||
-    { cat "$out/$name.log"; exit 1; }
+    >"$out/$name.log" 2>&1; then
+    row "$label" - - failed -
+    tail -n 3 "$out/$name.log" | sed 's/^/    /'
+    failed=1
+    continue
+  fi
   IFS=$'\t' read -r b c d e < <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['params']}\t{r['impl']}\t{r['tok_s']:.0f}\t{r['peak_mem_gib']:.1f}\")" "$out/$name/results.json")
   row "$label" "$b" "$c" "$d" "$e"
   [ "$profile" = 0 ] || head -n 32 "$out/$name/profile.txt"
@@ -61,3 +68,4 @@ if [ "$torch" = 1 ]; then
     row "$name" "$params" pytorch "$(printf '%.0f' "$toks")" -
   done
 fi
+exit "$failed"
