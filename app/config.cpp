@@ -281,11 +281,11 @@ models::ModelConfig resolve(Config& c) {
   if (c.precision == "auto") c.precision = c.device == "cuda" ? "bf16" : "fp32";
   if (c.precision != "bf16" && c.precision != "fp32") throw UsageError("--precision must be auto, bf16 or fp32, got '" + c.precision + "'");
   if (c.precision == "bf16" && c.device != "cuda") throw UsageError("--precision bf16 (autocast) needs --device cuda; use --precision fp32 on CPU");
-  // A model with a chunked LibTorch scan and no kernel yet (mamba2) never picks the chunked scan by itself.
+  // A model with a chunked LibTorch scan and no kernel yet (mamba2, gdn) never picks the chunked scan by itself.
   const std::string no_kernel = "model '" + c.model + "' has no CUDA kernel yet; choose --impl chunked (LibTorch chunked scan) or --impl reference";
   if (c.impl == "auto") {
     if (spec->chunked && c.device == "cuda") throw UsageError(no_kernel);
-    c.impl = !spec->chunked && c.device == "cuda" ? "kernel" : "reference";
+    c.impl = c.device == "cuda" ? "kernel" : "reference";
   }
   if (spec->chunked) {
     if (c.impl == "kernel") throw UsageError(no_kernel);

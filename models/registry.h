@@ -25,9 +25,9 @@ struct ModelSpec {
   std::function<MixerPtr(const ModelConfig&)> mlp;    // optional second sub-block (Llama's SwiGLU)
   ModelConfig defaults;                               // dim, depth, expansion, heads, nstate, blocks, topk, slots
   unsigned uses = 0;                                  // Uses flags
-  bool recurrent_kernel = false;                      // has a CUDA kernel / reference choice
   Norm norm = Norm::RMS;                              // the LM's pre-norms and final norm
-  bool chunked = false;  // a LibTorch chunked scan and no CUDA kernel yet: --impl chunked | reference (mamba2, gdn)
+  bool chunked = false;  // a LibTorch chunked scan and no CUDA kernel yet: --impl chunked | reference (mamba2, gdn);
+                         // every other model has our CUDA kernels: --impl kernel | reference
 };
 
 const std::vector<ModelSpec>& all_models();
