@@ -11,6 +11,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/vec.cuh"
 #include "cuda/rms_norm/rms_norm.h"
 #include "ops/common/alloc.h"
 
@@ -22,25 +23,6 @@ constexpr int kMaxC = 12288;   // the backward's per-block dw partial lives in 4
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
-}
-
-// V consecutive elements of a row, moved as one access.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Vec {
-  T v[V];
-};
-template <int V, typename T>
-__device__ __forceinline__ void load(const T* p, float (&out)[V]) {
-  const auto x = *reinterpret_cast<const Vec<T, V>*>(p);
-#pragma unroll
-  for (int j = 0; j < V; ++j) out[j] = static_cast<float>(x.v[j]);
-}
-template <int V, typename T>
-__device__ __forceinline__ void store(T* p, const float (&in)[V]) {
-  Vec<T, V> x;
-#pragma unroll
-  for (int j = 0; j < V; ++j) x.v[j] = static_cast<T>(in[j]);
-  *reinterpret_cast<Vec<T, V>*>(p) = x;
 }
 
 template <typename R, typename Y, typename O, int V>
@@ -133,9 +115,7 @@ void with_type(at::ScalarType t, F&& f) {
 // 4 elements per access when the row length and every pointer allow it, else 1.
 template <typename F>
 void with_width(int64_t C, std::initializer_list<const void*> ptrs, F&& f) {
-  bool ok = C % 4 == 0;
-  for (const void* p : ptrs) ok = ok && reinterpret_cast<uintptr_t>(p) % 16 == 0;
-  if (ok) f(std::integral_constant<int, 4>{});
+  if (C % 4 == 0 && aligned16(ptrs)) f(std::integral_constant<int, 4>{});
   else f(std::integral_constant<int, 1>{});
 }
 

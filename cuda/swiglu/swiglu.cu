@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/vec.cuh"
 #include "cuda/swiglu/swiglu.h"
 #include "ops/common/alloc.h"
 
@@ -14,26 +15,19 @@ namespace elman::cuda {
 namespace {
 constexpr int kThreads = 256;
 
-// V consecutive elements of one row per thread, moved as one 16-byte access when V * sizeof(T) == 16.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Vec {
-  T v[V];
-};
-
+// V consecutive elements of one row per thread (h % V == 0).
 template <typename T, int V>
 __global__ void __launch_bounds__(kThreads) swiglu_fwd_kernel(const T* __restrict__ gu, T* __restrict__ y, int64_t n,
                                                               int64_t h) {
-  const int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;  // h % V == 0
+  const int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
   if (e >= n) return;
   const int64_t row = e / h, g_at = row * 2 * h + (e - row * h);
-  const auto g = *reinterpret_cast<const Vec<T, V>*>(gu + g_at), u = *reinterpret_cast<const Vec<T, V>*>(gu + g_at + h);
-  Vec<T, V> out;
+  float g[V], u[V];
+  load<V>(gu + g_at, g);
+  load<V>(gu + g_at + h, u);
 #pragma unroll
-  for (int j = 0; j < V; ++j) {
-    const float gf = static_cast<float>(g.v[j]);
-    out.v[j] = static_cast<T>(gf / (1.f + __expf(-gf)) * static_cast<float>(u.v[j]));
-  }
-  *reinterpret_cast<Vec<T, V>*>(y + e) = out;
+  for (int j = 0; j < V; ++j) g[j] = g[j] / (1.f + __expf(-g[j])) * u[j];
+  store<V>(y + e, g);
 }
 
 template <typename T, int V>
@@ -42,18 +36,18 @@ __global__ void __launch_bounds__(kThreads) swiglu_bwd_kernel(const T* __restric
   const int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
   if (e >= n) return;
   const int64_t row = e / h, g_at = row * 2 * h + (e - row * h);
-  const auto g = *reinterpret_cast<const Vec<T, V>*>(gu + g_at), u = *reinterpret_cast<const Vec<T, V>*>(gu + g_at + h);
-  const auto d = *reinterpret_cast<const Vec<T, V>*>(dy + e);
-  Vec<T, V> dg, du;
+  float g[V], u[V], d[V], dg[V], du[V];
+  load<V>(gu + g_at, g);
+  load<V>(gu + g_at + h, u);
+  load<V>(dy + e, d);
 #pragma unroll
   for (int j = 0; j < V; ++j) {
-    const float gf = static_cast<float>(g.v[j]), uf = static_cast<float>(u.v[j]), df = static_cast<float>(d.v[j]);
-    const float sg = 1.f / (1.f + __expf(-gf));
-    dg.v[j] = static_cast<T>(df * uf * sg * (1.f + gf * (1.f - sg)));
-    du.v[j] = static_cast<T>(df * gf * sg);
+    const float sg = 1.f / (1.f + __expf(-g[j]));
+    dg[j] = d[j] * u[j] * sg * (1.f + g[j] * (1.f - sg));
+    du[j] = d[j] * g[j] * sg;
   }
-  *reinterpret_cast<Vec<T, V>*>(dgu + g_at) = dg;
-  *reinterpret_cast<Vec<T, V>*>(dgu + g_at + h) = du;
+  store<V>(dgu + g_at, dg);
+  store<V>(dgu + g_at + h, du);
 }
 
 // Launches kernel<T, V> with 16-byte accesses when the half width h and the pointers allow it, else one element
@@ -61,9 +55,7 @@ __global__ void __launch_bounds__(kThreads) swiglu_bwd_kernel(const T* __restric
 template <typename T, typename Launch>
 void launch(int64_t n, int64_t h, std::initializer_list<const void*> ptrs, Launch&& f) {
   constexpr int V = 16 / sizeof(T);
-  bool ok = h % V == 0;
-  for (const void* p : ptrs) ok = ok && reinterpret_cast<uintptr_t>(p) % 16 == 0;
-  if (ok) f(std::integral_constant<int, V>{}, blocks_for(n / V, kThreads));
+  if (h % V == 0 && aligned16(ptrs)) f(std::integral_constant<int, V>{}, blocks_for(n / V, kThreads));
   else f(std::integral_constant<int, 1>{}, blocks_for(n, kThreads));
 }
 }  // namespace
