@@ -43,15 +43,15 @@ LMImpl::LMImpl(const ModelConfig& cfg) : cfg_(cfg) {
 torch::Tensor LMImpl::forward(const torch::Tensor& tokens) {
   auto h = torch::embedding(embedding_, tokens);  // the residual stream: fp32 master weights -> fp32
   torch::Tensor y;                                // the last branch's output, not yet added to the stream
+  const auto dev = h.device().type();             // the branches read the normed stream in the autocast dtype
+  const auto out_dtype = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev)
+                                                                 : h.scalar_type();
   // h += y, and the normed stream that the next branch (or the head) reads.
   auto add_norm = [&](const torch::Tensor& w, const torch::Tensor& b) {
     if (norm_kind_ == Norm::Layer) {
       if (y.defined()) h = h + y;
       return torch::layer_norm(h, {h.size(-1)}, w, b, kNormEps);
     }
-    const auto dev = h.device().type();
-    const auto out_dtype = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev)
-                                                                   : h.scalar_type();
     auto out = ops::add_rms_norm(h, y, w, kNormEps, out_dtype, norm_impl_);
     h = out[0];
     return out[1];
