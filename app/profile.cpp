@@ -15,6 +15,14 @@ const std::set<prof::ActivityType> kActivities = {prof::ActivityType::CPU, prof:
 prof::ProfilerConfig config() { return prof::ProfilerConfig(prof::ProfilerState::KINETO); }
 }  // namespace
 
+StepProfiler::~StepProfiler() {
+  if (!on_) return;
+  try {
+    torch::autograd::profiler::disableProfiler();
+  } catch (...) {  // a destructor must not throw; the profile is being discarded anyway
+  }
+}
+
 void StepProfiler::before_step(bool warm) {
   if (on_ || !warm || recorded_ >= steps_ || steps_ <= 0) return;
   torch::autograd::profiler::prepareProfiler(config(), kActivities);

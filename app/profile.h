@@ -11,6 +11,11 @@ namespace elman {
 class StepProfiler {
  public:
   explicit StepProfiler(int64_t steps) : steps_(steps) {}
+  // A profile still recording when the run ends (diverged or failed before its N steps) is stopped, so the
+  // process does not exit with Kineto running (which crashed at exit), and its table is not written.
+  ~StepProfiler();
+  StepProfiler(const StepProfiler&) = delete;
+  StepProfiler& operator=(const StepProfiler&) = delete;
   // Call before each step; `warm` is false for the process's first step (never recorded).
   void before_step(bool warm);
   // Call after each step with its wall time; after the N-th recorded step it stops, writes the files and returns

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <thread>
 
+#include <torch/csrc/autograd/profiler_kineto.h>
+
 #include "app/train.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
@@ -131,10 +133,15 @@ TEST_CASE("a diverging run stops with a clear status and still writes its result
   const auto data = test::real_text_file(dir, 200000);
   auto cmd = tiny_run("e61", data, dir + "/runs");
   cmd.config.lr = 1e30, cmd.config.warmup = 0, cmd.config.grad_clip = 0;
+  // A profile of more steps than the run lasts: it is still recording when the run diverges, and must be
+  // stopped (the process used to exit with Kineto running and crash).
+  cmd.config.profile = 1000;
   auto res = app::train(cmd);
   INFO(res.status);
   CHECK(res.status.rfind("diverged: non-finite", 0) == 0);
   CHECK(res.steps < 80);
+  CHECK_FALSE(torch::autograd::profiler::isProfilerEnabledInMainThread());
+  CHECK_FALSE(fs::exists(res.run_dir + "/profile.txt"));
   CHECK(read(res.run_dir + "/results.json").find("diverged") != std::string::npos);
   CHECK(read(dir + "/runs/results.csv").find("diverged") != std::string::npos);
 }
