@@ -90,6 +90,7 @@ const std::vector<Option>& options() {
       str("update", &Config::update, "e74 update: delta | simple (diagonal only) [delta]"),
       str("projection", &Config::projection, "e74 projections: tiedkvq | noz | full (diagonal: all; full state: noz) [noz]"),
       str("nonlinearity", &Config::nonlinearity, "e74 state nonlinearity: tanh | linear (diagonal simple only) [tanh]"),
+      str("key", &Config::key, "key of the matrix-state Elman cells e63m, e70-e73: l2 (normalised) | raw (the reference's) [model's]"),
       str("params", &Config::params, "target size, e.g. 100m: picks dim at --depth from the exact count"),
       str("impl", &Config::impl, "auto | kernel | reference | chunked (cell implementation)"),
       str("data", &Config::data, "training data: a file of raw bytes"),
@@ -269,6 +270,7 @@ models::ModelConfig resolve(Config& c) {
   reject_unused(models::kCellOptions, !c.update.empty(), "update");
   reject_unused(models::kCellOptions, !c.projection.empty(), "projection");
   reject_unused(models::kCellOptions, !c.nonlinearity.empty(), "nonlinearity");
+  reject_unused(models::kKey, !c.key.empty(), "key");
   if (c.dim < 0 || c.depth < 0 || c.heads < 0 || c.nstate < 0 || c.blocks < 0 || c.topk < 0 || c.slots < 0 ||
       c.expansion < 0)
     throw UsageError("model sizes (--dim, --depth, --heads, --nstate, --blocks, --topk, --slots, --expansion) must be positive");
@@ -307,7 +309,7 @@ models::ModelConfig resolve(Config& c) {
   if (c.slots) m.slots = c.slots;
   using Pair = std::pair<const std::string*, std::string*>;
   for (auto [given, field] : {Pair{&c.state, &m.state}, Pair{&c.update, &m.update}, Pair{&c.projection, &m.projection},
-                              Pair{&c.nonlinearity, &m.nonlinearity}})
+                              Pair{&c.nonlinearity, &m.nonlinearity}, Pair{&c.key, &m.key}})
     if (!given->empty()) *field = *given;
   m.impl = c.impl == "kernel" ? ops::Impl::Kernel : c.impl == "chunked" ? ops::Impl::Chunked : ops::Impl::Reference;
   if (!c.params.empty()) {
@@ -333,6 +335,7 @@ models::ModelConfig resolve(Config& c) {
   c.topk = (spec->uses & models::kTopk) ? m.topk : 0;
   c.slots = (spec->uses & models::kSlots) ? m.slots : 0;
   c.state = m.state, c.update = m.update, c.projection = m.projection, c.nonlinearity = m.nonlinearity;
+  c.key = m.key;
 
   // Budget and optimisation.
   if (c.time_s <= 0 && c.steps <= 0) throw UsageError("no budget: give --time (e.g. 10m) or --steps");

@@ -21,6 +21,7 @@ struct Config {
   int64_t dim = 0, depth = 0, heads = 0, nstate = 0, blocks = 0, topk = 0, slots = 0;
   double expansion = 0;
   std::string state, update, projection, nonlinearity;  // E74 cell options ("" = the model's default)
+  std::string key;  // matrix-state Elman key normalisation, l2 | raw ("" = the model's default)
   std::string params;        // e.g. "100m": choose dim from the exact parameter count at this depth
   std::string impl = "auto";  // auto | kernel | reference (auto = kernel on CUDA, reference on CPU)
   // data

@@ -24,6 +24,8 @@ struct ModelConfig {
   // E74's cell options (spec 2.18, 2.19): state full | diagonal, update delta | simple,
   // projection tiedkvq | noz | full, nonlinearity tanh | linear. Empty for other models.
   std::string state, update, projection, nonlinearity;
+  // The matrix-state Elman cells' key (E63m, E70-E73; models/key_norm.h): l2 | raw. Empty for other models.
+  std::string key;
   ops::Impl impl = ops::Impl::Reference;  // recurrent cells: our CUDA kernel or the LibTorch reference
   torch::TensorOptions build = torch::TensorOptions().dtype(torch::kFloat);  // where parameters are made
 };

@@ -33,9 +33,14 @@ ModelConfig e74_defaults() {  // the full-matrix configuration that ran (spec 2.
   c.state = "full", c.update = "delta", c.projection = "noz", c.nonlinearity = "tanh";
   return c;
 }
-ModelConfig e63m_defaults() {  // N = 8 slots, the LadderLM default that ran (spec 2.8)
+ModelConfig e63m_defaults() {  // N = 8 slots, the LadderLM default that ran (spec 2.8); key l2 (raw diverges)
   auto c = defaults(640, 20, 2.0);
-  c.slots = 8;
+  c.slots = 8, c.key = "l2";
+  return c;
+}
+ModelConfig matrix_defaults(const char* key) {  // E70-E73 at 100M (spec 2.14-2.17): n_state 96; key l2 | raw
+  auto c = defaults(1408, 20, 2.0, 0, 96);
+  c.key = key;
   return c;
 }
 }  // namespace
@@ -49,16 +54,16 @@ const std::vector<ModelSpec>& all_models() {
       {"e61", "E61 decay-gated Elman (spec 2.5)", make_gated_diag<ops::DiagCell::E61>, nullptr, defaults(640, 20, 2.0), kExpansion},
       {"e62", "E62 selective-write Elman (spec 2.6)", make_gated_diag<ops::DiagCell::E62>, nullptr, defaults(640, 20, 2.0), kExpansion},
       {"e63", "E63 nonlinear delta Elman (spec 2.7)", make_dense_elman<DenseCell::E63>, nullptr, defaults(512, 20, 2.0), kExpansion},
-      {"e63m", "E63m slot-matrix nonlinear cell, N slots x D state, --slots N (spec 2.8)", make<SlotMatrixMixer>, nullptr, e63m_defaults(), kExpansion | kSlots},
+      {"e63m", "E63m slot-matrix nonlinear cell, N slots x D state, --slots N (spec 2.8); --key l2 (raw diverges)", make<SlotMatrixMixer>, nullptr, e63m_defaults(), kExpansion | kSlots | kKey},
       {"e64", "E64 additive-h Elman (spec 2.9)", make_gated_diag<ops::DiagCell::E64>, nullptr, defaults(640, 20, 2.0), kExpansion},
       {"e65", "E65 diagonal-h Elman (spec 2.10)", make_gated_diag<ops::DiagCell::E65>, nullptr, defaults(640, 20, 2.0), kExpansion},
       {"e66", "E66 low-rank-h Elman, rank max(D/4, 16) (spec 2.11)", make_dense_elman<DenseCell::E66>, nullptr, defaults(640, 20, 2.0), kExpansion},
       {"e67", "E67 h-gated Elman (spec 2.12)", make_gated_diag<ops::DiagCell::E67>, nullptr, defaults(640, 20, 2.0), kExpansion},
       {"e68", "E68 self-gating Elman (spec 2.13)", make_gated_diag<ops::DiagCell::E68>, nullptr, defaults(640, 20, 2.0), kExpansion},
-      {"e70", "E70 matrix linear, S = lambda S + v k^T, trained decay, spectral-norm W_k/W_v (spec 2.14)", make_matrix_elman<ops::MatrixCell::E70>, nullptr, defaults(1408, 20, 2.0, 0, 96), kExpansion | kNstate},
-      {"e71", "E71 matrix S-gated, alpha = sigmoid(a + d_alpha S k + b_alpha) (spec 2.15)", make_matrix_elman<ops::MatrixCell::E71>, nullptr, defaults(1408, 20, 2.0, 0, 96), kExpansion | kNstate},
-      {"e72", "E72 matrix self-gate, v gated by sigmoid(d_g S k + b_g) (spec 2.16)", make_matrix_elman<ops::MatrixCell::E72>, nullptr, defaults(1408, 20, 2.0, 0, 96), kExpansion | kNstate},
-      {"e73", "E73 matrix nonlinear, S = tanh(S diag(z) + v k^T) (spec 2.17)", make_matrix_elman<ops::MatrixCell::E73>, nullptr, defaults(1408, 20, 2.0, 0, 96), kExpansion | kNstate},
+      {"e70", "E70 matrix linear, S = lambda S + v k^T, trained decay, spectral-norm W_k/W_v (spec 2.14)", make_matrix_elman<ops::MatrixCell::E70>, nullptr, matrix_defaults("raw"), kExpansion | kNstate | kKey},
+      {"e71", "E71 matrix S-gated, alpha = sigmoid(a + d_alpha S k + b_alpha) (spec 2.15); --key l2 (raw diverges)", make_matrix_elman<ops::MatrixCell::E71>, nullptr, matrix_defaults("l2"), kExpansion | kNstate | kKey},
+      {"e72", "E72 matrix self-gate, v gated by sigmoid(d_g S k + b_g) (spec 2.16); --key l2 (raw diverges)", make_matrix_elman<ops::MatrixCell::E72>, nullptr, matrix_defaults("l2"), kExpansion | kNstate | kKey},
+      {"e73", "E73 matrix nonlinear, S = tanh(S diag(z) + v k^T) (spec 2.17)", make_matrix_elman<ops::MatrixCell::E73>, nullptr, matrix_defaults("raw"), kExpansion | kNstate | kKey},
       {"e74", "E74 delta-rule memory (spec 2.18, 2.19): --state full (matrix) | diagonal, --update, --projection, --nonlinearity", make_e74, nullptr, e74_defaults(), kNstate | kCellOptions},
       {"e75", "E75 multi-head gated delta-rule memory (spec 2.20); E75h4n32 = --heads 4 --nstate 32", make_delta_matrix<DeltaCell::E75>, nullptr, defaults(1920, 20, 1.0, 4, 32), kHeads | kNstate},
       {"e87", "E87 sparse block memory, top-K routed delta-rule blocks (spec 2.21); E87b16k4 = --blocks 16 --topk 4 --nstate 16", make<SparseBlockMixer>, nullptr, defaults(1920, 20, 1.0, 0, 16, 16, 4), kNstate | kBlocks | kTopk},

@@ -12,8 +12,8 @@
 namespace elman::models {
 
 // Bit flags for the model options a model takes besides dim and depth.
-// kCellOptions: --state, --update, --projection, --nonlinearity (E74). kSlots: --slots (E63m).
-enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4, kBlocks = 8, kTopk = 16, kCellOptions = 32, kSlots = 64 };
+// kCellOptions: --state, --update, --projection, --nonlinearity (E74). kSlots: --slots (E63m). kKey: --key (E63m, E70-E73).
+enum Uses : unsigned { kExpansion = 1, kHeads = 2, kNstate = 4, kBlocks = 8, kTopk = 16, kCellOptions = 32, kSlots = 64, kKey = 128 };
 
 // The LM's pre-norms and final norm: RMSNorm (weight only) or LayerNorm (weight and bias); both eps 1e-5.
 enum class Norm { RMS, Layer };

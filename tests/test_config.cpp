@@ -346,6 +346,26 @@ TEST_CASE("e74 cell options: defaults, diagonal variants, and clear errors for w
   }
 }
 
+TEST_CASE("--key of the matrix-state Elman cells: l2 where the raw key diverges, raw elsewhere, errors", "[config]") {
+  auto resolve = [](std::vector<std::string> args) {
+    args.insert(args.end(), {"--dim", "64", "--depth", "2"});
+    return resolve_on_cpu(args);
+  };
+  for (const char* model : {"e63m", "e71", "e72"}) {
+    INFO(model);
+    CHECK(resolve({"--model", model}).first.key == "l2");
+    CHECK(resolve({"--model", model, "--key", "raw"}).second.key == "raw");
+  }
+  for (const char* model : {"e70", "e73"}) {
+    INFO(model);
+    CHECK(resolve({"--model", model}).first.key == "raw");
+    CHECK(resolve({"--model", model, "--key", "l2"}).second.key == "l2");
+  }
+  CHECK(resolve({"--model", "e61"}).first.key.empty());
+  require_usage_error([&] { resolve({"--model", "e71", "--key", "unit"}); }, "e71: invalid --key 'unit' (valid: l2, raw)");
+  require_usage_error([&] { resolve({"--model", "e75", "--key", "l2"}); }, "model 'e75' does not take --key");
+}
+
 TEST_CASE("the saved config reloads to the same resolved config", "[config]") {
   const auto dir = test::scratch_dir("reload");
   for (const auto& args : std::vector<std::vector<std::string>>{

@@ -1,5 +1,6 @@
 #include "models/mixers/matrix_elman.h"
 
+#include "models/key_norm.h"
 #include "models/param.h"
 #include "models/spectral_norm.h"
 #include "ops/matrix_elman/matrix_elman.h"
@@ -7,7 +8,7 @@
 namespace elman::models {
 
 MatrixElmanMixer::MatrixElmanMixer(const ModelConfig& cfg, ops::MatrixCell cell)
-    : cell_(cell), impl_(cfg.impl), n_(cfg.nstate) {
+    : cell_(cell), impl_(cfg.impl), n_(cfg.nstate), key_l2_(key_is_l2(cfg)) {
   TORCH_CHECK(n_ >= 1 && n_ <= ops::kMatrixElmanMaxNState, cfg.name, ": n_state ", n_,
               " is not supported; use --nstate from 1 to ", ops::kMatrixElmanMaxNState);
   const int64_t D = static_cast<int64_t>(cfg.dim * cfg.expansion);
@@ -41,7 +42,9 @@ torch::Tensor MatrixElmanMixer::forward(const torch::Tensor& x) {
   } else {
     w = torch::stack(row_params_);
   }
-  auto y = ops::matrix_elman(cell_, torch::linear(u, W), w, torch::Tensor(), n_, impl_)[0];
+  auto proj = torch::linear(u, W);  // [k | v | q (| a or z~)]
+  if (key_l2_) proj = l2_normalize_key(proj, n_);
+  auto y = ops::matrix_elman(cell_, proj, w, torch::Tensor(), n_, impl_)[0];
   return torch::linear(y, out_proj_);
 }
 

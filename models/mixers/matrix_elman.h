@@ -6,7 +6,8 @@
 // proj xavier, W xavier per n-row block; per-row parameters as in cells.h (E71 b_alpha 2, d_alpha 0.1; E72
 // b_alpha 2, d_g 0.5, b_g 0; E73 b_z 1). E70: W_k and W_v are spectrally normalised to 0.5 (spec 2.1; the power
 // iteration vectors are buffers), and the decay is ONE trained scalar (init 0.9, lambda = clamp(decay, 0, 0.999),
-// our decision: the reference passed it as a constant), expanded over the rows for the op.
+// our decision: the reference passed it as a constant), expanded over the rows for the op. --key l2 divides k
+// by its L2 norm before the cell (models/key_norm.h; default for E71 and E72, whose raw key diverges).
 #pragma once
 #include "models/mixer.h"
 #include "ops/matrix_elman/cells.h"
@@ -22,6 +23,7 @@ class MatrixElmanMixer : public Mixer {
   ops::MatrixCell cell_;
   ops::Impl impl_;
   int64_t n_;
+  bool key_l2_;  // --key l2: k L2-normalised before the cell (models/key_norm.h)
   torch::Tensor in_proj_, w_proj_, out_proj_, decay_, spectral_u_k_, spectral_u_v_;
   std::vector<torch::Tensor> row_params_;  // cells.h order (E71-E73)
 };

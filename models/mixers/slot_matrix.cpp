@@ -1,11 +1,12 @@
 #include "models/mixers/slot_matrix.h"
 
+#include "models/key_norm.h"
 #include "models/param.h"
 #include "ops/slot_matrix/slot_matrix.h"
 
 namespace elman::models {
 
-SlotMatrixMixer::SlotMatrixMixer(const ModelConfig& cfg) : impl_(cfg.impl), slots_(cfg.slots) {
+SlotMatrixMixer::SlotMatrixMixer(const ModelConfig& cfg) : impl_(cfg.impl), slots_(cfg.slots), key_l2_(key_is_l2(cfg)) {
   TORCH_CHECK(slots_ >= 1 && slots_ <= ops::kSlotMatrixMaxSlots, cfg.name, ": ", slots_,
               " slots are not supported; use --slots from 1 to ", ops::kSlotMatrixMaxSlots);
   const int64_t D = static_cast<int64_t>(cfg.dim * cfg.expansion), N = slots_;
@@ -27,6 +28,7 @@ SlotMatrixMixer::SlotMatrixMixer(const ModelConfig& cfg) : impl_(cfg.impl), slot
 torch::Tensor SlotMatrixMixer::forward(const torch::Tensor& x) {
   auto u = torch::silu(torch::linear(x, in_proj_));
   auto proj = torch::linear(u, torch::cat({w_kq_, w_xa_}, 0));  // [k | q | W_x u | W_alpha u]
+  if (key_l2_) proj = l2_normalize_key(proj, w_kq_.size(0) / 2);
   auto y = ops::slot_matrix(proj, w_r_, b_, b_alpha_, torch::Tensor(), slots_, impl_)[0];
   return torch::linear(y, out_proj_);
 }

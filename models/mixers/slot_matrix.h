@@ -5,7 +5,8 @@
 //   S = diag(alpha) S + diag(1 - alpha) v k^T, y = tanh(S q); out = W_out y (N -> dim).
 //   W_r [N,N] orthogonal x 0.5, b 0, b_alpha 2; W_in, W_out xavier.
 // Slots from 1 to 16 (--slots, default 8 as in the reported runs); anything else is an error naming --slots. With
-// --impl kernel, D is also limited by the kernel's register budget (checked at construction).
+// --impl kernel, D is also limited by the kernel's register budget (checked at construction). --key l2 (the
+// default; models/key_norm.h) divides k by its L2 norm before the cell: with the raw key E63m diverges.
 #pragma once
 #include "models/mixer.h"
 
@@ -19,6 +20,7 @@ class SlotMatrixMixer : public Mixer {
  private:
   ops::Impl impl_;
   int64_t slots_;
+  bool key_l2_;  // --key l2: k L2-normalised before the cell (models/key_norm.h)
   torch::Tensor in_proj_, w_kq_, w_xa_, w_r_, b_, b_alpha_, out_proj_;
 };
 
