@@ -2,11 +2,12 @@
 // for tuning kernels; scripts/bench_ops.sh runs the usual set. The training-step throughput of whole models
 // is scripts/bench.sh's job.
 //
-// Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference]
+// Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference|chunked]
 //                         [--iters 10]
 //   OP: dense-tanh | dense-linear | dense-gated | diag-e61 | matrix-e70 .. matrix-e73 | sparse-b4k2 | sparse-b16k4 |
 //   sparse-b32k8 | slots-n8 (see ops() below; the matrix cases take --D as n_state; the sparse_block cases take
-//   their widths from the E87 level name and ignore --D).
+//   their widths from the E87 level name and ignore --D; gdn is the gated delta rule at the 100M heads, H 6, K 128,
+//   V 256, and ignores --D; --impl chunked is its LibTorch chunked scan).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
@@ -20,6 +21,7 @@
 #include <string>
 
 #include "ops/dense_elman/dense_elman.h"
+#include "ops/gated_delta/gated_delta.h"
 #include "ops/gated_diag/gated_diag.h"
 #include "ops/matrix_elman/matrix_elman.h"
 #include "ops/slot_matrix/slot_matrix.h"
@@ -114,6 +116,24 @@ OpCase slots(int64_t N) {
           }};
 }
 
+// The gated delta rule (GatedDeltaNet) at the 100M model's heads: H 6, K 128, V 256; q, k L2-normalised (q scaled
+// by 1/sqrt(K)), g and beta in the layer's ranges, fp32 as the layer gives them.
+OpCase gated_delta() {
+  return {[](const Shape& s) {
+            constexpr int64_t H = 6, K = 128, V = 256;
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            auto l2 = [](const torch::Tensor& x) { return x / x.norm(2, -1, true); };
+            return std::vector<torch::Tensor>{
+                leaf((l2(torch::randn({s.B, s.T, H, K}, o)) / std::sqrt(static_cast<double>(K))).to(s.dtype)),
+                leaf(l2(torch::randn({s.B, s.T, H, K}, o)).to(s.dtype)), leaf(torch::randn({s.B, s.T, H, V}, o).to(s.dtype)),
+                leaf(-torch::exp(torch::rand({H}, o) * std::log(16.0)) * torch::softplus(torch::randn({s.B, s.T, H}, o) - 3.0)),
+                leaf(torch::sigmoid(torch::randn({s.B, s.T, H}, o)))};
+          },
+          [](const std::vector<torch::Tensor>& in, const Shape& s) {
+            return elman::ops::gated_delta(in[0], in[1], in[2], in[3], in[4], torch::Tensor(), s.impl);
+          }};
+}
+
 const std::map<std::string, OpCase>& ops() {
   static const std::map<std::string, OpCase> m = {
       {"dense-tanh", dense(elman::ops::DenseMode::Tanh)},
@@ -128,6 +148,7 @@ const std::map<std::string, OpCase>& ops() {
       {"sparse-b16k4", sparse(16, 4, 16)},
       {"sparse-b32k8", sparse(32, 8, 16)},
       {"slots-n8", slots(8)},
+      {"gdn", gated_delta()},
   };
   return m;
 }
@@ -152,7 +173,7 @@ double time_ms(const std::function<void()>& fn, int iters) {
   std::string names;
   for (const auto& [k, v] : ops()) names += (names.empty() ? "" : ", ") + k;
   throw std::invalid_argument(why + "\nusage: elman-opbench OP [--B n] [--T n] [--D n] [--dtype bf16|f32] "
-                              "[--impl kernel|reference] [--iters n]; OP is one of " + names);
+                              "[--impl kernel|reference|chunked] [--iters n]; OP is one of " + names);
 }
 }  // namespace
 
@@ -173,7 +194,8 @@ int main(int argc, char** argv) {
       else if (k == "--D") s.D = std::stoll(v);
       else if (k == "--iters") iters = std::stoi(v);
       else if (k == "--dtype" && (v == "bf16" || v == "f32")) s.dtype = v == "bf16" ? torch::kBFloat16 : torch::kFloat;
-      else if (k == "--impl" && (v == "kernel" || v == "reference")) s.impl = v == "kernel" ? Impl::Kernel : Impl::Reference;
+      else if (k == "--impl" && (v == "kernel" || v == "reference" || v == "chunked"))
+        s.impl = v == "kernel" ? Impl::Kernel : v == "chunked" ? Impl::Chunked : Impl::Reference;
       else usage("bad option " + k + " " + v);
     }
     if (!torch::cuda::is_available()) throw std::runtime_error("elman-opbench needs a CUDA GPU");

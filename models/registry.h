@@ -26,8 +26,8 @@ struct ModelSpec {
   ModelConfig defaults;                               // dim, depth, expansion, heads, nstate, blocks, topk, slots
   unsigned uses = 0;                                  // Uses flags
   Norm norm = Norm::RMS;                              // the LM's pre-norms and final norm
-  bool chunked = false;  // a LibTorch chunked scan and no CUDA kernel yet: --impl chunked | reference (mamba2, gdn);
-                         // every other model has our CUDA kernels: --impl kernel | reference
+  bool chunked = false;  // has a LibTorch chunked scan, --impl chunked (mamba2, gdn)
+  bool kernel = true;    // has our CUDA kernels, --impl kernel (every model but mamba2, whose SSD scan has none yet)
 };
 
 const std::vector<ModelSpec>& all_models();

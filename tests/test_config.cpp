@@ -93,7 +93,9 @@ TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[con
   require_usage_error([&] { resolve({"--model", "e61", "--impl", "kernel"}); }, "--impl kernel");
   require_usage_error([&] { resolve({"--model", "e61", "--impl", "chunked"}); }, "--impl must be auto, kernel or reference");
   require_usage_error([&] { resolve({"--model", "mamba2", "--impl", "kernel"}); }, "has no CUDA kernel yet; choose --impl chunked");
-  require_usage_error([&] { resolve({"--model", "gdn", "--impl", "kernel"}); }, "has no CUDA kernel yet; choose --impl chunked");
+  require_usage_error([&] { resolve({"--model", "gdn", "--impl", "kernel"}); }, "--impl kernel runs on CUDA only");
+  require_usage_error([&] { resolve({"--model", "gdn", "--impl", "scan"}); }, "--impl must be auto, kernel, chunked or reference");
+  CHECK(resolve({"--model", "gdn", "--impl", "chunked"}).impl == ops::Impl::Chunked);
   require_usage_error([&] { resolve({"--model", "llama", "--impl", "chunked"}); }, "--impl must be auto, kernel or reference");
   require_usage_error([&] { resolve({"--model", "e61", "--precision", "bf16"}); }, "needs --device cuda");
   require_usage_error([] {

@@ -23,6 +23,17 @@ namespace elman::ops {
 
 constexpr int64_t kGatedDeltaChunk = 64;  // the chunk length of the chunked implementations
 
+// The chunk-local quantities of the algorithm above for all chunks at once (autograd-differentiable), laid out
+// [B,nc,H,L,...] with nc = ceil(T / L): W [..,L,K], Ut = (I + A)^{-1} diag(beta) V [..,L,V], Qg = diag(exp(G)) Q
+// [..,L,K], Kl = diag(exp(G_{L-1} - G)) K [..,L,K], P = (Q K^T) o D [..,L,L] and decay = exp(G_{L-1}) [B,nc,H],
+// in fp32 (fp64 for fp64 inputs; under autocast the matmuls' results are bf16). The state pass over the chunks
+// (U = Ut - W S, O = Qg S + P U, S <- decay S + Kl^T U) is gated_delta_chunked's loop or the CUDA kernel's.
+struct GatedDeltaChunks {
+  torch::Tensor W, Ut, Qg, Kl, P, decay;
+};
+GatedDeltaChunks gated_delta_chunk_prep(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                        const torch::Tensor& g, const torch::Tensor& beta, int64_t chunk);
+
 std::vector<torch::Tensor> gated_delta_chunked(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                                const torch::Tensor& g, const torch::Tensor& beta,
                                                const torch::Tensor& h0, int64_t chunk = kGatedDeltaChunk);

@@ -1,5 +1,6 @@
 // The GatedDeltaNet LM (spec 2.22 FLA-GDN H1): exact parameter counts, a small model trained a few steps on the
-// CPU with the chunked scan, and on the GPU the chunked LM against the reference LM (fp32) and under bf16 autocast.
+// CPU with the chunked scan, and on the GPU the chunked LM against the reference LM (fp32) and under bf16 autocast,
+// and the kernel LM (key heads of 128) against the chunked LM.
 #include <ATen/autocast_mode.h>
 
 #include <map>
@@ -107,5 +108,39 @@ TEST_CASE("a small gdn LM on the GPU: chunked equals reference in fp32, and bf16
     const auto& key = item.key();
     const bool decay = key.find("A_log") != std::string::npos || key.find("dt_bias") != std::string::npos;
     test::expect_close("gdn bf16 grad " + key, fp32_grads[key], item.value().grad(), decay ? 0.3 : 0.1);
+  }
+}
+
+TEST_CASE("a gdn LM with 128-wide key heads on the GPU: the kernel equals the chunked scan in fp32 and under bf16 autocast", "[gdn][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  // dim 256, 2 heads: key dim 128, value dim 256, the 100M model's head sizes.
+  torch::manual_seed(13);
+  models::LM chk(gdn_config(256, 2, 2, ops::Impl::Chunked));
+  torch::manual_seed(13);
+  models::LM ker(gdn_config(256, 2, 2, ops::Impl::Kernel));
+  chk->to(torch::kCUDA), ker->to(torch::kCUDA);
+  auto tokens = torch::randint(0, 256, {3, 131}, torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA));
+  auto inputs = tokens.narrow(1, 0, 130), targets = tokens.narrow(1, 1, 130);
+  auto lc = chk->loss(inputs, targets), lk = ker->loss(inputs, targets);
+  lc.backward(), lk.backward();
+  test::expect_close("gdn kernel fp32 loss", lc, lk, 1e-6);
+  auto pc = chk->named_parameters(), pk = ker->named_parameters();
+  for (const auto& item : pc) {
+    test::expect_close("gdn kernel fp32 grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
+    item.value().grad().zero_(), pk[item.key()].grad().zero_();
+  }
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  auto bc = chk->loss(inputs, targets), bk = ker->loss(inputs, targets);
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  at::autocast::clear_cache();
+  bc.backward(), bk.backward();
+  // Both bf16: the chunked scan's matmuls under autocast, the kernel's bf16 operands (tolerances as the chunked
+  // bf16-vs-fp32 test above).
+  test::expect_close("gdn kernel bf16 loss", bc, bk, 1e-3);
+  for (const auto& item : pc) {
+    const auto& key = item.key();
+    const bool decay = key.find("A_log") != std::string::npos || key.find("dt_bias") != std::string::npos;
+    test::expect_close("gdn kernel bf16 grad " + key, item.value().grad(), pk[key].grad(), decay ? 0.3 : 0.1);
   }
 }

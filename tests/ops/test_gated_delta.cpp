@@ -1,6 +1,7 @@
 // The gated delta rule (GatedDeltaNet): the sequential reference against an independent scalar loop and finite
 // differences, the carried state, and the LibTorch chunked WY algorithm against the reference, forward and every
-// gradient (CPU; the chunked scan also on the GPU).
+// gradient (CPU; the chunked scan also on the GPU); the kernel's size checks (CPU) and on the GPU the kernel
+// against the reference and the chunked scan.
 #include <cmath>
 #include <functional>
 
@@ -141,10 +142,16 @@ TEST_CASE("gated_delta rejects bad shapes and keeps v's dtype", "[gated_delta]")
   }
 }
 
-TEST_CASE("the gated_delta kernel implementation is not built yet and says to use --impl chunked", "[gated_delta]") {
-  auto in = make_inputs(1, 3, 1, 4, 5, torch::kFloat, torch::kCPU);
+TEST_CASE("the gated_delta kernel rejects head sizes it does not support, naming --impl chunked", "[gated_delta]") {
+  auto in = make_inputs(1, 3, 1, 4, 64, torch::kFloat, torch::kCPU);
   require_error([&] { ops::gated_delta(in.q, in.k, in.v, in.g, in.beta, in.h0, ops::Impl::Kernel); },
-                "is not built yet; use --impl chunked");
+                "supports key head dim 128 and value head dim a multiple of 64, got K 4, V 64; use --impl chunked");
+  auto wide = make_inputs(1, 3, 1, 128, 96, torch::kFloat, torch::kCPU);
+  require_error([&] { ops::gated_delta(wide.q, wide.k, wide.v, wide.g, wide.beta, wide.h0, ops::Impl::Kernel); },
+                "got K 128, V 96; use --impl chunked");
+  auto f64 = to_double(make_inputs(1, 3, 1, 128, 64, torch::kFloat, torch::kCPU));
+  require_error([&] { ops::gated_delta(f64.q, f64.k, f64.v, f64.g, f64.beta, f64.h0, ops::Impl::Kernel); },
+                "use --impl chunked for float64");
 }
 
 namespace {
@@ -166,6 +173,11 @@ std::vector<torch::Tensor> run_reference(const Inputs& in) {
 }
 std::vector<torch::Tensor> run_chunked(const Inputs& in, int64_t L = ops::kGatedDeltaChunk) {
   return run(in, [L](const std::vector<torch::Tensor>& a) { return ops::gated_delta_chunked(a[0], a[1], a[2], a[3], a[4], a[5], L); });
+}
+std::vector<torch::Tensor> run_kernel(const Inputs& in) {
+  return run(in, [](const std::vector<torch::Tensor>& a) {
+    return ops::gated_delta(a[0], a[1], a[2], a[3], a[4], a[5], ops::Impl::Kernel);
+  });
 }
 
 const std::vector<std::string> kNames = {"o", "S_T", "dq", "dk", "dv", "dg", "dbeta", "dh0"};
@@ -264,4 +276,100 @@ TEST_CASE("gated_delta_chunked on the GPU matches the reference: forward and eve
     // the same bf16 inputs, compute in fp32 and round o and the q, k, v gradients to bf16.
     expect_all_close(name, run_reference(in), run_chunked(in), dtype == torch::kFloat ? 1e-4 : 1e-2);
   }
+}
+
+namespace {
+// Kernel against `ref`: o, S_T, dq, dk, dv, dh0 within `ratio`, the decay and write-strength gradients (sums over
+// the chunk with cancellation) within `ratio_gb`.
+void expect_kernel_close(const std::string& tag, const std::vector<torch::Tensor>& ref,
+                         const std::vector<torch::Tensor>& got, double ratio, double ratio_gb) {
+  REQUIRE(ref.size() == got.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    INFO(tag + " " + kNames[i]);
+    REQUIRE(ref[i].defined() == got[i].defined());
+    if (!ref[i].defined()) continue;
+    CHECK(ref[i].scalar_type() == got[i].scalar_type());
+    const bool gb = kNames[i] == "dg" || kNames[i] == "dbeta";
+    expect_close(tag + " " + kNames[i], ref[i], got[i], gb ? ratio_gb : ratio);
+  }
+}
+}  // namespace
+
+TEST_CASE("the gated_delta kernel matches the reference and the chunked scan: forward and every gradient", "[gated_delta][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  // (T, B) pairs instead of the full product; the 100M model's heads (K 128, V 256) and one V tile's worth (V 64).
+  using Pair = std::pair<int64_t, int64_t>;
+  const auto tb = GENERATE(values<Pair>({{1, 3}, {63, 1}, {64, 3}, {65, 1}, {257, 3}}));  // (T, B)
+  const auto V = GENERATE(values<int64_t>({256, 64}));
+  const auto H = GENERATE(values<int64_t>({1, 2}));
+  const auto dtype = GENERATE(torch::kFloat, torch::kBFloat16);
+  const int64_t T = tb.first, B = tb.second, K = 128;
+  const std::string name = "kernel-T" + std::to_string(T) + "-B" + std::to_string(B) + "-H" + std::to_string(H) +
+                           "-V" + std::to_string(V) + (dtype == torch::kFloat ? "-fp32" : "-bf16");
+  SECTION(name) {
+    std::printf("%s\n", name.c_str());
+    torch::manual_seed(T * 10 + B + V + H);
+    auto in = make_inputs(B, T, H, K, V, dtype, torch::kCUDA);
+    auto ker = run_kernel(in);
+    // fp32: the chunked algorithm in fp32, its state pass in another summation order. bf16: the kernel rounds its
+    // operands (W, Ut, Qg, Kl, P, the state and U) to bf16 and multiplies them on tensor cores.
+    const bool f32 = dtype == torch::kFloat;
+    expect_kernel_close(name + " vs reference", run_reference(in), ker, f32 ? 1e-4 : 2e-2, f32 ? 1e-4 : 5e-2);
+    expect_kernel_close(name + " vs chunked", run_chunked(in), ker, f32 ? 1e-4 : 2e-2, f32 ? 1e-4 : 5e-2);
+  }
+}
+
+TEST_CASE("the gated_delta kernel: no initial state, only o or only S_T in the loss, strided inputs", "[gated_delta][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(8);
+  auto in = make_inputs(2, 100, 2, 128, 128, torch::kFloat, torch::kCUDA);
+  expect_kernel_close("with h0", run_reference(in), run_kernel(in), 1e-4, 1e-4);
+  in.h0 = torch::Tensor();
+  expect_kernel_close("no h0", run_reference(in), run_kernel(in), 1e-4, 1e-4);
+  auto o_only = in, h_only = in;
+  o_only.dh_T = torch::zeros_like(in.dh_T), h_only.dout = torch::zeros_like(in.dout);
+  expect_kernel_close("o only", run_reference(o_only), run_kernel(o_only), 1e-4, 1e-4);
+  expect_kernel_close("S_T only", run_reference(h_only), run_kernel(h_only), 1e-4, 1e-4);
+  // Only one output used: the other's gradient never arrives (undefined), which the kernel reads as zero.
+  for (int which = 0; which < 2; ++which) {
+    INFO("only output " << which);
+    std::vector<torch::Tensor> lr, lk;
+    for (const auto* t : {&in.q, &in.k, &in.v, &in.g, &in.beta}) lr.push_back(test::leaf(*t)), lk.push_back(test::leaf(*t));
+    auto outr = ops::gated_delta_reference(lr[0], lr[1], lr[2], lr[3], lr[4], torch::Tensor());
+    auto outk = ops::gated_delta(lk[0], lk[1], lk[2], lk[3], lk[4], torch::Tensor(), ops::Impl::Kernel);
+    auto w = which == 0 ? in.dout : in.dh_T;
+    (outr[which] * w).sum().backward();
+    (outk[which] * w).sum().backward();
+    for (int i = 0; i < 5; ++i) expect_close("only output grad " + kNames[2 + i], lr[i].grad(), lk[i].grad(), 1e-4);
+  }
+  // Non-contiguous q, k, v (views into wider tensors, as the layer's narrow of the conv output gives them).
+  auto wide = torch::randn({2, 100, 2, 3 * 128}, in.q.options());
+  auto strided = in;
+  strided.q = wide.narrow(3, 0, 128).copy_(in.q), strided.k = wide.narrow(3, 128, 128).copy_(in.k);
+  strided.v = wide.narrow(3, 256, 128).copy_(in.v);
+  REQUIRE(!strided.q.is_contiguous());
+  auto ker = ops::gated_delta(strided.q, strided.k, strided.v, in.g, in.beta, torch::Tensor(), ops::Impl::Kernel);
+  auto ref = ops::gated_delta_reference(in.q, in.k, in.v, in.g, in.beta, torch::Tensor());
+  expect_close("strided o", ref[0], ker[0], 1e-4);
+  expect_close("strided S_T", ref[1], ker[1], 1e-4);
+}
+
+TEST_CASE("the gated_delta kernel: a sequence split inside a chunk equals the whole, gradients included", "[gated_delta][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(9);
+  auto in = make_inputs(2, 150, 2, 128, 64, torch::kFloat, torch::kCUDA);
+  auto whole = run_kernel(in);
+  std::vector<torch::Tensor> leaves;
+  for (const auto* t : {&in.q, &in.k, &in.v, &in.g, &in.beta, &in.h0}) leaves.push_back(test::leaf(*t));
+  auto part = [&](int64_t t0, int64_t len, const torch::Tensor& h0) {
+    return ops::gated_delta(leaves[0].narrow(1, t0, len), leaves[1].narrow(1, t0, len), leaves[2].narrow(1, t0, len),
+                            leaves[3].narrow(1, t0, len), leaves[4].narrow(1, t0, len), h0, ops::Impl::Kernel);
+  };
+  auto first = part(0, 70, leaves[5]);
+  auto second = part(70, 80, first[1]);
+  std::vector<torch::Tensor> out = {torch::cat({first[0], second[0]}, 1), second[1]};
+  loss_of(out, in).backward();
+  std::vector<torch::Tensor> split = out;
+  for (auto& l : leaves) split.push_back(l.grad());
+  expect_kernel_close("split 70+80", whole, split, 1e-4, 1e-4);
 }
