@@ -14,8 +14,8 @@
 
 namespace elman::cuda {
 
-// h0 [B,H,K,V] fp32 -> {O [B,nc,H,L,V] operand dtype, S_T [B,H,K,V] fp32, states [B,H,nc,K,V] operand dtype:
-// the state entering each chunk, as the products read it}.
+// h0 [B,H,K,V] fp32 -> {O [B,nc,H,L,V] operand dtype, S_T [B,H,K,V] fp32, states [B,H,nc,K,V] fp32:
+// the state entering each chunk (the backward rounds it to the operand type as the forward's products did)}.
 std::vector<at::Tensor> gated_delta_state_fwd(const at::Tensor& W, const at::Tensor& Ut, const at::Tensor& Qg,
                                               const at::Tensor& Kl, const at::Tensor& P, const at::Tensor& decay,
                                               const at::Tensor& h0);

@@ -3,7 +3,7 @@
  * Grid: one block of kThreads per (batch b, head h, V tile of VT columns), b-major; the block keeps its tile of the
  * state S [K, VT] in fp32 shared memory for the whole launch. Per chunk c (gated_delta.h has the inputs):
  *   1. stage W, Qg, Kl [L,K], P [L,L] and the Ut tile [L,VT] in shared memory (operand type); store the entering
- *      state (as the products read it) to `states`;
+ *      state (fp32) to `states`;
  *   2. f0 = W S, f1 = Qg S;                        3. U = Ut - f0 (rounded to the operand type);
  *   4. f1 += P U (the output tile), S = decay S + Kl^T U (fp32 accumulators loaded from shared memory);
  *   5. write O from f1; bf16: round S into its operand copy.
@@ -27,7 +27,7 @@ struct FwdParams {
   const float *decay, *h0;
   T* O;
   float* S_T;
-  T* states;
+  float* states;
   int B, nc, H, V;
 };
 
@@ -85,10 +85,10 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_fwd_kernel(cons
     copy_tile(Ks, ldK, p.Kl + bch * kL * kK, kK, kL, kK);
     copy_tile(Ps, ldL, p.P + bch * kL * kL, kL, kL, kL);
     copy_tile(Uts, ldV, p.Ut + bch * kL * V + col0, V, kL, VT);
-    T* st = p.states + ((static_cast<int64_t>(b) * p.H + h) * p.nc + c) * kK * V + col0;
+    float* st = p.states + ((static_cast<int64_t>(b) * p.H + h) * p.nc + c) * kK * V + col0;
     for (int i = threadIdx.x; i < kK * VT; i += kThreads) {
       const int r = i / VT, cc = i - r * VT;
-      st[r * V + cc] = Sop[r * ldS + cc];
+      st[r * V + cc] = Sf[r * ldF + cc];
     }
     __syncthreads();
     mm<T, kL, VT>(f0, ldF, false, 0.f, term<T>(Ws, ldK, false, Sop, ldS, false, kK));
@@ -152,7 +152,7 @@ std::vector<at::Tensor> gated_delta_state_fwd(const at::Tensor& W, const at::Ten
   TORCH_CHECK(B * H * (V / 32) < (int64_t(1) << 31), "gated_delta_state_fwd: too many blocks");
   auto O = ops::empty_output({B, nc, H, kL, V}, W.options());
   auto S_T = ops::empty_output({B, H, kK, V}, h0.options());
-  auto states = ops::empty_output({B, H, nc, kK, V}, W.options());
+  auto states = ops::empty_output({B, H, nc, kK, V}, W.options().dtype(at::kFloat));
   auto run = [&](auto tag) {
     using T = decltype(tag);
     FwdParams<T> p{};
@@ -165,7 +165,7 @@ std::vector<at::Tensor> gated_delta_state_fwd(const at::Tensor& W, const at::Ten
     p.h0 = h0.data_ptr<float>();
     p.O = reinterpret_cast<T*>(O.data_ptr());
     p.S_T = S_T.data_ptr<float>();
-    p.states = reinterpret_cast<T*>(states.data_ptr());
+    p.states = states.data_ptr<float>();
     p.B = int(B), p.nc = int(nc), p.H = int(H), p.V = int(V);
     launch(p);
   };

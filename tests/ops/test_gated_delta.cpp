@@ -340,7 +340,14 @@ TEST_CASE("the gated_delta kernel: no initial state, only o or only S_T in the l
     auto w = which == 0 ? in.dout : in.dh_T;
     (outr[which] * w).sum().backward();
     (outk[which] * w).sum().backward();
-    for (int i = 0; i < 5; ++i) expect_close("only output grad " + kNames[2 + i], lr[i].grad(), lk[i].grad(), 1e-4);
+    for (int i = 0; i < 5; ++i) {
+      // S_T alone does not depend on q: the reference leaves q's gradient undefined, the kernel may give zeros.
+      if (!lr[i].grad().defined()) {
+        CHECK((!lk[i].grad().defined() || lk[i].grad().abs().max().item<double>() == 0));
+        continue;
+      }
+      expect_close("only output grad " + kNames[2 + i], lr[i].grad(), lk[i].grad(), 1e-4);
+    }
   }
   // Non-contiguous q, k, v (views into wider tensors, as the layer's narrow of the conv output gives them).
   auto wide = torch::randn({2, 100, 2, 3 * 128}, in.q.options());
