@@ -2,11 +2,12 @@
 // for tuning kernels; scripts/bench_ops.sh runs the usual set. The training-step throughput of whole models
 // is scripts/bench.sh's job.
 //
-// Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference]
+// Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference|chunked]
 //                         [--iters 10]
 //   OP: dense-tanh | dense-linear | dense-gated | diag-e61 | matrix-e70 .. matrix-e73 | sparse-b4k2 | sparse-b16k4 |
-//   sparse-b32k8 | slots-n8 (see ops() below; the matrix cases take --D as n_state; the sparse_block cases take
-//   their widths from the E87 level name and ignore --D).
+//   sparse-b32k8 | slots-n8 | ssd (see ops() below; the matrix cases take --D as n_state; the sparse_block cases
+//   take their widths from the E87 level name and ignore --D; ssd takes --D as the number of heads, with
+//   Mamba2's headdim 64 and d_state 128, and also --impl chunked).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
@@ -24,6 +25,7 @@
 #include "ops/matrix_elman/matrix_elman.h"
 #include "ops/slot_matrix/slot_matrix.h"
 #include "ops/sparse_block/sparse_block.h"
+#include "ops/ssd/ssd.h"
 
 namespace {
 using elman::ops::Impl;
@@ -114,6 +116,25 @@ OpCase slots(int64_t N) {
           }};
 }
 
+// Mamba2's SSD scan: H = --D heads of headdim 64, d_state 128, no initial state; x, B, C in --dtype (as the
+// autocast conv gives them), dt after softplus and A = -exp(A_log) in fp32 at their init ranges.
+OpCase ssd() {
+  return {[](const Shape& s) {
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            const int64_t H = s.D, P = 64, N = 128;
+            return std::vector<torch::Tensor>{
+                leaf(torch::randn({s.B, s.T, H, P}, o.dtype(s.dtype))),
+                leaf(torch::softplus(torch::randn({s.B, s.T, H}, o) - 2.0)),
+                leaf(-(torch::rand({H}, o) * 15.0 + 1.0)),
+                leaf(torch::randn({s.B, s.T, N}, o.dtype(s.dtype))),
+                leaf(torch::randn({s.B, s.T, N}, o.dtype(s.dtype))),
+                leaf(torch::ones({H}, o))};
+          },
+          [](const std::vector<torch::Tensor>& in, const Shape& s) {
+            return elman::ops::ssd(in[0], in[1], in[2], in[3], in[4], in[5], torch::Tensor(), s.impl);
+          }};
+}
+
 const std::map<std::string, OpCase>& ops() {
   static const std::map<std::string, OpCase> m = {
       {"dense-tanh", dense(elman::ops::DenseMode::Tanh)},
@@ -128,6 +149,7 @@ const std::map<std::string, OpCase>& ops() {
       {"sparse-b16k4", sparse(16, 4, 16)},
       {"sparse-b32k8", sparse(32, 8, 16)},
       {"slots-n8", slots(8)},
+      {"ssd", ssd()},
   };
   return m;
 }
@@ -152,7 +174,7 @@ double time_ms(const std::function<void()>& fn, int iters) {
   std::string names;
   for (const auto& [k, v] : ops()) names += (names.empty() ? "" : ", ") + k;
   throw std::invalid_argument(why + "\nusage: elman-opbench OP [--B n] [--T n] [--D n] [--dtype bf16|f32] "
-                              "[--impl kernel|reference] [--iters n]; OP is one of " + names);
+                              "[--impl kernel|reference|chunked] [--iters n]; OP is one of " + names);
 }
 }  // namespace
 
@@ -173,7 +195,8 @@ int main(int argc, char** argv) {
       else if (k == "--D") s.D = std::stoll(v);
       else if (k == "--iters") iters = std::stoi(v);
       else if (k == "--dtype" && (v == "bf16" || v == "f32")) s.dtype = v == "bf16" ? torch::kBFloat16 : torch::kFloat;
-      else if (k == "--impl" && (v == "kernel" || v == "reference")) s.impl = v == "kernel" ? Impl::Kernel : Impl::Reference;
+      else if (k == "--impl" && (v == "kernel" || v == "reference" || v == "chunked"))
+        s.impl = v == "kernel" ? Impl::Kernel : v == "chunked" ? Impl::Chunked : Impl::Reference;
       else usage("bad option " + k + " " + v);
     }
     if (!torch::cuda::is_available()) throw std::runtime_error("elman-opbench needs a CUDA GPU");

@@ -26,8 +26,9 @@ struct ModelSpec {
   ModelConfig defaults;                               // dim, depth, expansion, heads, nstate, blocks, topk, slots
   unsigned uses = 0;                                  // Uses flags
   Norm norm = Norm::RMS;                              // the LM's pre-norms and final norm
-  bool chunked = false;  // a LibTorch chunked scan and no CUDA kernel yet: --impl chunked | reference (mamba2, gdn);
-                         // every other model has our CUDA kernels: --impl kernel | reference
+  bool chunked = false;  // has a LibTorch chunked scan, chosen by --impl chunked only (mamba2, gdn)
+  bool kernel = true;    // has our CUDA kernels (--impl kernel, the default on CUDA); false: gdn, which has
+                         // no kernel yet, so --impl auto on CUDA is an error naming chunked and reference
 };
 
 const std::vector<ModelSpec>& all_models();

@@ -92,7 +92,12 @@ TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[con
   require_usage_error([&] { resolve({"--model", "e61", "--params", "100m", "--dim", "640"}); }, "either --dim or --params");
   require_usage_error([&] { resolve({"--model", "e61", "--impl", "kernel"}); }, "--impl kernel");
   require_usage_error([&] { resolve({"--model", "e61", "--impl", "chunked"}); }, "--impl must be auto, kernel or reference");
-  require_usage_error([&] { resolve({"--model", "mamba2", "--impl", "kernel"}); }, "has no CUDA kernel yet; choose --impl chunked");
+  // mamba2 has both our kernel (the default on CUDA) and the LibTorch chunked scan; gdn only the chunked scan.
+  require_usage_error([&] { resolve({"--model", "mamba2", "--impl", "kernel"}); }, "--impl kernel runs on CUDA only");
+  require_usage_error([&] { resolve({"--model", "mamba2", "--impl", "fast"}); }, "--impl must be auto, kernel, chunked or reference");
+  CHECK(resolve({"--model", "mamba2", "--impl", "chunked", "--dim", "128"}).impl == ops::Impl::Chunked);
+  CHECK(resolve({"--model", "mamba2", "--dim", "128"}).impl == ops::Impl::Reference);  // auto on CPU
+  require_usage_error([&] { resolve({"--model", "gdn", "--impl", "fast"}); }, "--impl must be auto, chunked or reference");
   require_usage_error([&] { resolve({"--model", "gdn", "--impl", "kernel"}); }, "has no CUDA kernel yet; choose --impl chunked");
   require_usage_error([&] { resolve({"--model", "llama", "--impl", "chunked"}); }, "--impl must be auto, kernel or reference");
   require_usage_error([&] { resolve({"--model", "e61", "--precision", "bf16"}); }, "needs --device cuda");
