@@ -173,6 +173,30 @@ __device__ __forceinline__ void load_tile(S* dst, int ld, const S* __restrict__ 
   }
 }
 
+// Asynchronous global-to-shared copies (cp.async, sm_80+): a thread's copies are complete after its
+// cp_async_wait_all(), and visible to the other threads after a __syncthreads() that follows it.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// load_tile's layout with asynchronous copies for the rows r < valid (zeros stored directly beyond).
+template <typename S, int Rows, int W>
+__device__ __forceinline__ void async_tile(S* dst, int ld, const S* __restrict__ src, int64_t stride, int valid) {
+  constexpr int V = 16 / sizeof(S), per_row = W / V;
+  for (int i = threadIdx.x; i < Rows * per_row; i += kThreads) {
+    const int r = i / per_row, c = (i - r * per_row) * V;
+    if (r < valid) cp_async16(dst + r * ld + c, src + r * stride + c);
+    else *reinterpret_cast<uint4*>(dst + r * ld + c) = make_uint4(0u, 0u, 0u, 0u);
+  }
+}
+
 // The within-chunk log-decays of one head (run by one whole warp): a_i = sum_{k <= i} dt_k A in double (so that
 // the differences a_i - a_j keep their digits however negative a gets), ea_i = exp(a_i), e2e_i =
 // exp(a_{L-1} - a_i) and w_i = e2e_i dt_i. Padded steps have dt = 0.

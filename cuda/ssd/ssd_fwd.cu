@@ -8,7 +8,8 @@
  *            xw_j = w_j x_j (operand type)
  *   phase 3  Y += M x  -> y;   h = exp(a_{L-1}) h + xw^T B
  *   phase 4  y (rows t < T) to global; the operand copy of h refreshed (bf16)
- * Before phase 1 the entering state is written to `states` (fp32) for the backward.
+ * Before phase 1 the entering state is written to `states` (fp32) for the backward. The chunk inputs are
+ * double-buffered: chunk c + 1's B, C, x, dt arrive by cp.async into the other stage while chunk c computes.
  * Tiles per phase (L = 64): 32 products of K = 128, then 48 of K = 64, over 16 warps.
  */
 #include <ATen/cuda/CUDAContext.h>
@@ -45,10 +46,14 @@ struct FwdSmem {
   static constexpr int ldN = kN + kPad, ldP = kP + kPad, ldL = L + kPad, fN = kN + 4, fP = kP + 4, fL = L + 4;
   static constexpr bool kCopy = !std::is_same<S, float>::value;  // h has a separate operand-type copy
   static_assert(kCopy || ldN == fN, "fp32 operands read the fp32 state in place");
-  static constexpr size_t oB = 0;                                        // B  [L][ldN]
-  static constexpr size_t oC = align128(oB + sizeof(S) * L * ldN);       // C  [L][ldN]
-  static constexpr size_t oX = align128(oC + sizeof(S) * L * ldN);       // x  [L][ldP]
-  static constexpr size_t oXw = align128(oX + sizeof(S) * L * ldP);      // xw [L][ldP]
+  // Two stages of the chunk inputs (chunk c in stage c % 2, the next one arriving in the other), each
+  // B, C [L][ldN], x [L][ldP], dt float [L].
+  static constexpr size_t oB = 0;
+  static constexpr size_t oC = align128(oB + sizeof(S) * L * ldN);
+  static constexpr size_t oX = align128(oC + sizeof(S) * L * ldN);
+  static constexpr size_t oDt = align128(oX + sizeof(S) * L * ldP);
+  static constexpr size_t kStage = align128(oDt + sizeof(float) * L);
+  static constexpr size_t oXw = 2 * kStage;                              // xw [L][ldP]
   static constexpr size_t oH = align128(oXw + sizeof(S) * L * ldP);      // h  fp32 [P][fN]
   static constexpr size_t oHend = align128(oH + sizeof(float) * kP * fN);
   static constexpr size_t oHb = kCopy ? oHend : oH;                      // h  [P][ldN] operand type
@@ -56,8 +61,7 @@ struct FwdSmem {
   static constexpr size_t oY = align128(oG + sizeof(float) * L * fL);    // Y  fp32 [L][fP]
   static constexpr size_t oM = align128(oY + sizeof(float) * L * fP);    // M  [L][ldL]
   static constexpr size_t oAd = align128(oM + sizeof(S) * L * ldL);      // a  double [L]
-  static constexpr size_t oDt = align128(oAd + sizeof(double) * L);      // dt, exp(a), exp(a_{L-1} - a), w: float [L]
-  static constexpr size_t oEa = align128(oDt + sizeof(float) * L);
+  static constexpr size_t oEa = align128(oAd + sizeof(double) * L);      // exp(a), exp(a_{L-1} - a), w: float [L]
   static constexpr size_t oE2e = align128(oEa + sizeof(float) * L);
   static constexpr size_t oW = align128(oE2e + sizeof(float) * L);
   static constexpr size_t bytes = align128(oW + sizeof(float) * L);
@@ -69,9 +73,6 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fwd_kernel(const FwdParams<S>
   using Op = Mma<S>;
   constexpr int L = Sm::L, ldN = Sm::ldN, ldP = Sm::ldP, ldL = Sm::ldL, fN = Sm::fN, fP = Sm::fP, fL = Sm::fL;
   extern __shared__ __align__(128) unsigned char smem[];
-  S* Bs = reinterpret_cast<S*>(smem + Sm::oB);
-  S* Cs = reinterpret_cast<S*>(smem + Sm::oC);
-  S* xs = reinterpret_cast<S*>(smem + Sm::oX);
   S* xw = reinterpret_cast<S*>(smem + Sm::oXw);
   float* hs = reinterpret_cast<float*>(smem + Sm::oH);
   S* hb = reinterpret_cast<S*>(smem + Sm::oHb);
@@ -79,7 +80,6 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fwd_kernel(const FwdParams<S>
   float* Ys = reinterpret_cast<float*>(smem + Sm::oY);
   S* Ms = reinterpret_cast<S*>(smem + Sm::oM);
   double* ad = reinterpret_cast<double*>(smem + Sm::oAd);
-  float* dts = reinterpret_cast<float*>(smem + Sm::oDt);
   float* ea = reinterpret_cast<float*>(smem + Sm::oEa);
   float* e2e = reinterpret_cast<float*>(smem + Sm::oE2e);
   float* ws = reinterpret_cast<float*>(smem + Sm::oW);
@@ -94,22 +94,42 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fwd_kernel(const FwdParams<S>
     hs[r * fN + n] = v;
     if constexpr (Sm::kCopy) hb[r * ldN + n] = from_f<S>(v);
   }
+  // Chunk c's B, C, x and dt into stage `stage` (asynchronous; zeros beyond T).
+  auto fetch = [&](int c, int stage) {
+    unsigned char* base = smem + stage * Sm::kStage;
+    const int t0 = c * L, valid = min(L, p.T - t0);
+    const int64_t row0 = static_cast<int64_t>(b) * p.T + t0;
+    async_tile<S, L, kN>(reinterpret_cast<S*>(base + Sm::oB), ldN, p.Bm + row0 * kN, kN, valid);
+    async_tile<S, L, kN>(reinterpret_cast<S*>(base + Sm::oC), ldN, p.Cm + row0 * kN, kN, valid);
+    async_tile<S, L, kP>(reinterpret_cast<S*>(base + Sm::oX), ldP, p.x + (row0 * p.H + h) * kP,
+                         static_cast<int64_t>(p.H) * kP, valid);
+    float* dts = reinterpret_cast<float*>(base + Sm::oDt);
+    if (tid < L) {
+      if (tid < valid) cp_async4(dts + tid, p.dt + (row0 + tid) * p.H + h);
+      else dts[tid] = 0.f;
+    }
+    cp_async_commit();
+  };
+  fetch(0, 0);
   __syncthreads();  // chunk 0 saves h from other threads' elements
 
   for (int c = 0; c < p.nc; ++c) {
     const int t0 = c * L, valid = min(L, p.T - t0);
     const int64_t row0 = static_cast<int64_t>(b) * p.T + t0;  // (b, t0) as a row of [B*T]
-    // Every buffer written here was last read before the previous chunk's phase-3 barrier.
-    load_tile<S, L, kN>(Bs, ldN, p.Bm + row0 * kN, kN, valid);
-    load_tile<S, L, kN>(Cs, ldN, p.Cm + row0 * kN, kN, valid);
-    load_tile<S, L, kP>(xs, ldP, p.x + (row0 * p.H + h) * kP, static_cast<int64_t>(p.H) * kP, valid);
-    if (tid < L) dts[tid] = tid < valid ? p.dt[(row0 + tid) * p.H + h] : 0.f;
+    unsigned char* stage = smem + (c & 1) * Sm::kStage;
+    const S* Bs = reinterpret_cast<const S*>(stage + Sm::oB);
+    const S* Cs = reinterpret_cast<const S*>(stage + Sm::oC);
+    const S* xs = reinterpret_cast<const S*>(stage + Sm::oX);
+    const float* dts = reinterpret_cast<const float*>(stage + Sm::oDt);
     float* st = p.states + (static_cast<int64_t>(bh) * p.nc + c) * kP * kN;  // the state entering chunk c
     for (int i = tid * 4; i < kP * kN; i += kThreads * 4) {
       const int r = i / kN, n = i - r * kN;
       *reinterpret_cast<float4*>(st + i) = *reinterpret_cast<const float4*>(hs + r * fN + n);
     }
+    cp_async_wait_all();
     __syncthreads();
+    // The other stage was last read in the previous chunk's phase 3, before its barrier.
+    if (c + 1 < p.nc) fetch(c + 1, (c + 1) & 1);
 
     // Phase 1: the decays (warp 0), G = C B^T, Y = C h^T.
     if (warp == 0) chunk_decays<L>(dts, A_h, ad, ea, e2e, ws);
@@ -158,8 +178,8 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fwd_kernel(const FwdParams<S>
     });
     __syncthreads();
 
-    // Phase 4: y out, and the operand copy of the new state. The next chunk's loads touch neither Y nor h's
-    // copy, and its phase 1 reads them after its barrier.
+    // Phase 4: y out, and the operand copy of the new state. The next chunk's phase 1 reads them after its
+    // first barrier.
     for (int i = tid; i < valid * kP; i += kThreads) {
       const int r = i / kP, q = i - r * kP;
       p.y[((row0 + r) * p.H + h) * kP + q] = from_f<S>(Ys[r * fP + q]);
