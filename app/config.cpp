@@ -283,16 +283,10 @@ models::ModelConfig resolve(Config& c) {
   if (c.precision == "auto") c.precision = c.device == "cuda" ? "bf16" : "fp32";
   if (c.precision != "bf16" && c.precision != "fp32") throw UsageError("--precision must be auto, bf16 or fp32, got '" + c.precision + "'");
   if (c.precision == "bf16" && c.device != "cuda") throw UsageError("--precision bf16 (autocast) needs --device cuda; use --precision fp32 on CPU");
-  // A model with a chunked LibTorch scan and no kernel yet (mamba2) never picks the chunked scan by itself.
-  const std::string no_kernel = "model '" + c.model + "' has no CUDA kernel yet; choose --impl chunked (LibTorch chunked scan) or --impl reference";
-  if (c.impl == "auto") {
-    if (!spec->kernel && c.device == "cuda") throw UsageError(no_kernel);
-    c.impl = c.device == "cuda" ? "kernel" : "reference";
-  }
-  if (!spec->kernel && c.impl == "kernel") throw UsageError(no_kernel);
-  const std::string impls = std::string("auto, ") + (spec->kernel ? "kernel, " : "") + (spec->chunked ? "chunked, " : "");
-  if (c.impl != "reference" && (c.impl != "kernel" || !spec->kernel) && (c.impl != "chunked" || !spec->chunked))
-    throw UsageError("--impl must be " + impls.substr(0, impls.size() - 2) + " or reference, got '" + c.impl + "'");
+  if (c.impl == "auto") c.impl = c.device == "cuda" ? "kernel" : "reference";
+  const std::string choices = std::string("auto, kernel") + (spec->chunked ? ", chunked" : "") + " or reference";
+  if (c.impl != "kernel" && c.impl != "reference" && !(c.impl == "chunked" && spec->chunked))
+    throw UsageError("--impl must be " + choices + ", got '" + c.impl + "'");
   if (c.impl == "kernel" && c.device != "cuda") throw UsageError("--impl kernel runs on CUDA only; use --device cuda or --impl reference");
   if (c.impl == "kernel" && !ops::built_with_cuda()) throw UsageError("--impl kernel: this binary was built without CUDA; rebuild with nvcc on PATH or use --impl reference");
 

@@ -5,9 +5,10 @@
 // Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference|chunked]
 //                         [--iters 10]
 //   OP: dense-tanh | dense-linear | dense-gated | diag-e61 | matrix-e70 .. matrix-e73 | sparse-b4k2 | sparse-b16k4 |
-//   sparse-b32k8 | slots-n8 (see ops() below; the matrix cases take --D as n_state; the sparse_block cases take
-//   their widths from the E87 level name and ignore --D; gdn is the gated delta rule at the 100M heads, H 6, K 128,
-//   V 256, and ignores --D; --impl chunked is its LibTorch chunked scan).
+//   sparse-b32k8 | slots-n8 | gdn | ssd (see ops() below; the matrix cases take --D as n_state; the sparse_block
+//   cases take their widths from the E87 level name and ignore --D; gdn is the gated delta rule at the 100M heads,
+//   H 6, K 128, V 256, and ignores --D; ssd takes --D as the number of heads, with Mamba2's headdim 64 and d_state
+//   128; --impl chunked is their LibTorch chunked scans).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
@@ -26,6 +27,7 @@
 #include "ops/matrix_elman/matrix_elman.h"
 #include "ops/slot_matrix/slot_matrix.h"
 #include "ops/sparse_block/sparse_block.h"
+#include "ops/ssd/ssd.h"
 
 namespace {
 using elman::ops::Impl;
@@ -134,6 +136,25 @@ OpCase gated_delta() {
           }};
 }
 
+// Mamba2's SSD scan: H = --D heads of headdim 64, d_state 128, no initial state; x, B, C in --dtype (as the
+// autocast conv gives them), dt after softplus and A = -exp(A_log) in fp32 at their init ranges.
+OpCase ssd() {
+  return {[](const Shape& s) {
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            const int64_t H = s.D, P = 64, N = 128;
+            return std::vector<torch::Tensor>{
+                leaf(torch::randn({s.B, s.T, H, P}, o.dtype(s.dtype))),
+                leaf(torch::softplus(torch::randn({s.B, s.T, H}, o) - 2.0)),
+                leaf(-(torch::rand({H}, o) * 15.0 + 1.0)),
+                leaf(torch::randn({s.B, s.T, N}, o.dtype(s.dtype))),
+                leaf(torch::randn({s.B, s.T, N}, o.dtype(s.dtype))),
+                leaf(torch::ones({H}, o))};
+          },
+          [](const std::vector<torch::Tensor>& in, const Shape& s) {
+            return elman::ops::ssd(in[0], in[1], in[2], in[3], in[4], in[5], torch::Tensor(), s.impl);
+          }};
+}
+
 const std::map<std::string, OpCase>& ops() {
   static const std::map<std::string, OpCase> m = {
       {"dense-tanh", dense(elman::ops::DenseMode::Tanh)},
@@ -149,6 +170,7 @@ const std::map<std::string, OpCase>& ops() {
       {"sparse-b32k8", sparse(32, 8, 16)},
       {"slots-n8", slots(8)},
       {"gdn", gated_delta()},
+      {"ssd", ssd()},
   };
   return m;
 }

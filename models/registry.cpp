@@ -47,7 +47,7 @@ ModelConfig matrix_defaults(const char* key) {  // E70-E73 at 100M (spec 2.14-2.
 
 const std::vector<ModelSpec>& all_models() {
   static const std::vector<ModelSpec> models = {
-      // name    description                                         mixer                 mlp            defaults                uses        [norm chunked kernel]
+      // name    description                                         mixer                 mlp            defaults                uses        [norm chunked]
       {"e1", "E1 gated Elman, spectral-norm W_h (spec 2.2)", make_dense_elman<DenseCell::E1>, nullptr, defaults(640, 20, 2.0), kExpansion},
       {"e42", "E42 linear tied self-gated Elman (spec 2.3)", make_dense_elman<DenseCell::E42>, nullptr, defaults(768, 20, 2.0), kExpansion},
       {"e56", "E56 concat Elman (spec 2.4)", make_dense_elman<DenseCell::E56>, nullptr, defaults(640, 20, 2.0), kExpansion},
@@ -69,7 +69,7 @@ const std::vector<ModelSpec>& all_models() {
       {"e87", "E87 sparse block memory, top-K routed delta-rule blocks (spec 2.21); E87b16k4 = --blocks 16 --topk 4 --nstate 16", make<SparseBlockMixer>, nullptr, defaults(1920, 20, 1.0, 0, 16, 16, 4), kNstate | kBlocks | kTopk},
       {"gdn", "GatedDeltaNet (FLA-GDN H1): dim/128 heads, key dim 128, value dim 256, short conv 4, output gate (spec 2.22)", make<GatedDeltaNetMixer>, nullptr, defaults(768, 20), kHeads, Norm::RMS, true},
       {"llama", "Llama transformer: RoPE attention + SwiGLU (spec 2.22)", make<LlamaAttention>, make<SwiGLU>, defaults(640, 20), kHeads},
-      {"mamba2", "Mamba2 SSD, d_state 128, headdim 64, expand 2, LayerNorm pre-norm (spec 2.22)", make<Mamba2Mixer>, nullptr, defaults(896, 20), 0, Norm::Layer, true, false},
+      {"mamba2", "Mamba2 SSD, d_state 128, headdim 64, expand 2, LayerNorm pre-norm (spec 2.22)", make<Mamba2Mixer>, nullptr, defaults(896, 20), 0, Norm::Layer, true},
   };
   return models;
 }

@@ -26,8 +26,7 @@ struct ModelSpec {
   ModelConfig defaults;                               // dim, depth, expansion, heads, nstate, blocks, topk, slots
   unsigned uses = 0;                                  // Uses flags
   Norm norm = Norm::RMS;                              // the LM's pre-norms and final norm
-  bool chunked = false;  // has a LibTorch chunked scan, --impl chunked (mamba2, gdn)
-  bool kernel = true;    // has our CUDA kernels, --impl kernel (every model but mamba2, whose SSD scan has none yet)
+  bool chunked = false;  // also has a LibTorch chunked scan, --impl chunked (mamba2, gdn); every model has our kernels
 };
 
 const std::vector<ModelSpec>& all_models();

@@ -92,10 +92,14 @@ TEST_CASE("model resolution rejects unknown models and unsupported sizes", "[con
   require_usage_error([&] { resolve({"--model", "e61", "--params", "100m", "--dim", "640"}); }, "either --dim or --params");
   require_usage_error([&] { resolve({"--model", "e61", "--impl", "kernel"}); }, "--impl kernel");
   require_usage_error([&] { resolve({"--model", "e61", "--impl", "chunked"}); }, "--impl must be auto, kernel or reference");
-  require_usage_error([&] { resolve({"--model", "mamba2", "--impl", "kernel"}); }, "has no CUDA kernel yet; choose --impl chunked");
-  require_usage_error([&] { resolve({"--model", "gdn", "--impl", "kernel"}); }, "--impl kernel runs on CUDA only");
-  require_usage_error([&] { resolve({"--model", "gdn", "--impl", "scan"}); }, "--impl must be auto, kernel, chunked or reference");
-  CHECK(resolve({"--model", "gdn", "--impl", "chunked"}).impl == ops::Impl::Chunked);
+  // mamba2 and gdn have our kernels (the default on CUDA) and their LibTorch chunked scans.
+  for (const char* model : {"mamba2", "gdn"}) {
+    INFO(model);
+    require_usage_error([&] { resolve({"--model", model, "--impl", "kernel"}); }, "--impl kernel runs on CUDA only");
+    require_usage_error([&] { resolve({"--model", model, "--impl", "fast"}); }, "--impl must be auto, kernel, chunked or reference");
+    CHECK(resolve({"--model", model, "--impl", "chunked", "--dim", "128"}).impl == ops::Impl::Chunked);
+    CHECK(resolve({"--model", model, "--dim", "128"}).impl == ops::Impl::Reference);  // auto on CPU
+  }
   require_usage_error([&] { resolve({"--model", "llama", "--impl", "chunked"}); }, "--impl must be auto, kernel or reference");
   require_usage_error([&] { resolve({"--model", "e61", "--precision", "bf16"}); }, "needs --device cuda");
   require_usage_error([] {

@@ -127,10 +127,16 @@ TEST_CASE("ssd rejects bad shapes and keeps x's dtype", "[ssd]") {
   CHECK(out[1].sizes() == torch::IntArrayRef({2, 2, 4, 5}));
 }
 
-TEST_CASE("the ssd kernel implementation does not exist yet and says so", "[ssd]") {
-  auto in = make_inputs(1, 3, 1, 4, 5, torch::kFloat, torch::kCPU);
+TEST_CASE("the ssd kernel rejects what it does not run, naming the chunked implementation", "[ssd]") {
+  auto small = make_inputs(1, 3, 1, 4, 5, torch::kFloat, torch::kCPU);
+  require_error([&] { ops::ssd(small.x, small.dt, small.A, small.Bm, small.Cm, small.D, small.h0, ops::Impl::Kernel); },
+                "supports headdim P = 64 and d_state N = 128 only, got P = 4 and N = 5; use --impl chunked");
+  auto in = make_inputs(1, 3, 1, 64, 128, torch::kFloat, torch::kCPU);
+  auto d = to_double(in);
+  require_error([&] { ops::ssd(d.x, d.dt, d.A, d.Bm, d.Cm, d.D, d.h0, ops::Impl::Kernel); },
+                "takes float32 or bfloat16 x, got Double; use --impl chunked");
   require_error([&] { ops::ssd(in.x, in.dt, in.A, in.Bm, in.Cm, in.D, in.h0, ops::Impl::Kernel); },
-                "no CUDA kernel for the SSD scan yet");
+                ops::built_with_cuda() ? "needs CUDA tensors" : "built without CUDA");
 }
 
 namespace {
@@ -153,6 +159,11 @@ std::vector<torch::Tensor> run_reference(const Inputs& in) {
 }
 std::vector<torch::Tensor> run_chunked(const Inputs& in, int64_t L) {
   return run(in, [L](const std::vector<torch::Tensor>& a) { return ops::ssd_chunked(a[0], a[1], a[2], a[3], a[4], a[5], a[6], L); });
+}
+std::vector<torch::Tensor> run_kernel(const Inputs& in) {
+  return run(in, [](const std::vector<torch::Tensor>& a) {
+    return ops::ssd(a[0], a[1], a[2], a[3], a[4], a[5], a[6], ops::Impl::Kernel);
+  });
 }
 
 const std::vector<std::string> kNames = {"y", "h_T", "dx", "ddt", "dA", "dB", "dC", "dD", "dh0"};
@@ -227,5 +238,88 @@ TEST_CASE("ssd_chunked on the GPU matches the reference: forward and every gradi
     // fp32: TF32 is off by default in LibTorch matmuls, so the same fp32 math in another order. bf16: both read
     // the same bf16 inputs and round y and the input gradients to bf16.
     expect_all_close(name, run_reference(in), run_chunked(in, ops::kSsdChunk), dtype == torch::kFloat ? 1e-4 : 1e-2);
+  }
+}
+
+// The CUDA kernels (cuda/ssd) against the sequential reference and the chunked scan. fp32: the kernel's fp32
+// products (chunks of 32) against the same math in another order. bf16: every side reads the same bf16 inputs;
+// the kernel also rounds its in-kernel operands (the decay-masked C B^T, the carried state, dG, ...) to bf16 for
+// the tensor cores, where the reference keeps them in fp32, so its limit is twice the chunked scan's.
+TEST_CASE("ssd kernel matches the reference and the chunked scan: forward and every gradient", "[ssd][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  // T below, at and across the chunk lengths (32 for fp32, 64 for bf16), paired with B and H.
+  constexpr int64_t kShapes[][3] = {{1, 1, 1}, {63, 3, 3}, {64, 1, 3}, {65, 3, 1}, {257, 1, 3}, {257, 3, 1}};
+  const auto shape = GENERATE(0, 1, 2, 3, 4, 5);
+  const int64_t T = kShapes[shape][0], B = kShapes[shape][1], H = kShapes[shape][2];
+  const auto dtype = GENERATE(torch::kFloat, torch::kBFloat16);
+  const auto grads = GENERATE(0, 1, 2);  // from y and h_T; from y only; from h_T only
+  const std::string name = "kernel-T" + std::to_string(T) + "-B" + std::to_string(B) + "-H" + std::to_string(H) +
+                           (dtype == torch::kFloat ? "-fp32" : "-bf16") +
+                           (grads == 0 ? "" : grads == 1 ? "-y-only" : "-hT-only");
+  SECTION(name) {
+    std::printf("%s\n", name.c_str());
+    torch::manual_seed(T * 100 + B * 10 + H);
+    auto in = make_inputs(B, T, H, 64, 128, dtype, torch::kCUDA);
+    if (grads == 1) in.dh_T = torch::zeros_like(in.dh_T);
+    if (grads == 2) in.dy = torch::zeros_like(in.dy);
+    const double limit = dtype == torch::kFloat ? 1e-4 : 2e-2;
+    auto got = run_kernel(in);
+    expect_all_close(name + " vs reference", run_reference(in), got, limit);
+    expect_all_close(name + " vs chunked", run_chunked(in, ops::kSsdChunk), got, limit);
+  }
+}
+
+TEST_CASE("ssd kernel without an initial state, and with non-contiguous inputs", "[ssd][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    const std::string tag = dtype == torch::kFloat ? "fp32" : "bf16";
+    const double limit = dtype == torch::kFloat ? 1e-4 : 2e-2;
+    torch::manual_seed(7);
+    auto in = make_inputs(2, 100, 2, 64, 128, dtype, torch::kCUDA);
+    in.h0 = torch::Tensor();
+    expect_all_close(tag + " no h0", run_reference(in), run_kernel(in), limit);
+    // As Mamba2 passes them: x, B and C slices of one wider tensor, dt a slice too.
+    auto wide = torch::randn({2, 100, 2 * 64 + 2 * 128 + 2}, in.dy.options());
+    in.x = wide.narrow(2, 0, 2 * 64).view({2, 100, 2, 64});
+    in.Bm = wide.narrow(2, 2 * 64, 128);
+    in.Cm = wide.narrow(2, 2 * 64 + 128, 128);
+    in.dt = torch::softplus(wide.narrow(2, 2 * 64 + 256, 2).to(torch::kFloat) - 2.0);
+    REQUIRE(!in.x.is_contiguous());
+    expect_all_close(tag + " strided", run_reference(in), run_kernel(in), limit);
+  }
+}
+
+TEST_CASE("ssd kernel in fp32 with strong decay against the fp64 truth", "[ssd][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(8);
+  // As the CPU chunked test: dt up to ~3 on some heads, so a falls to ~-500 within a chunk; the kernel forms the
+  // decays from a in double and must stay as close to the truth as the chunked scan's segment sums.
+  auto in = make_inputs(2, 2 * ops::kSsdChunk + 3, 3, 64, 128, torch::kFloat, torch::kCUDA);
+  in.dt = in.dt * 6.0;
+  auto truth = run_reference(to_double(in));
+  expect_all_close("strong decay kernel fp32", truth, run_kernel(in), 1e-5);
+}
+
+TEST_CASE("ssd kernel: T steps at once equal T1 then T-T1 with the carried state, forward and gradients",
+          "[ssd][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    const std::string tag = dtype == torch::kFloat ? "fp32" : "bf16";
+    torch::manual_seed(9);
+    const int64_t T = 150, T1 = 37;  // T1 inside the second fp32 chunk and the first bf16 one
+    auto in = make_inputs(3, T, 2, 64, 128, dtype, torch::kCUDA);
+    auto whole = run_kernel(in);
+    auto split = run(in, [&](const std::vector<torch::Tensor>& a) {
+      auto part = [&](int64_t t0, int64_t len, const torch::Tensor& h) {
+        return ops::ssd(a[0].narrow(1, t0, len), a[1].narrow(1, t0, len), a[2], a[3].narrow(1, t0, len),
+                        a[4].narrow(1, t0, len), a[5], h, ops::Impl::Kernel);
+      };
+      auto first = part(0, T1, a[6]);
+      auto second = part(T1, T - T1, first[1]);
+      return std::vector<torch::Tensor>{torch::cat({first[0], second[0]}, 1), second[1]};
+    });
+    // fp32: the chunks fall elsewhere, so the sums run in another order; bf16: the state entering the second
+    // part is rounded to bf16 at another step.
+    expect_all_close(tag + " split", whole, split, dtype == torch::kFloat ? 1e-5 : 2e-2);
   }
 }
