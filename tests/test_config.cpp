@@ -352,7 +352,7 @@ TEST_CASE("e74 cell options: defaults, diagonal variants, and clear errors for w
   }
 }
 
-TEST_CASE("--key of the matrix-state Elman cells: l2 where the raw key diverges, raw elsewhere, errors", "[config]") {
+TEST_CASE("the key option of the matrix-state Elman cells: l2 where the raw key diverges, raw elsewhere, errors", "[config]") {
   auto resolve = [](std::vector<std::string> args) {
     args.insert(args.end(), {"--dim", "64", "--depth", "2"});
     return resolve_on_cpu(args);
