@@ -18,6 +18,8 @@
 //   fp32: thread (ty = tid / 16, tx = tid % 16) owns rows ty + 32 i and columns tx + 16 j (M a multiple of 32,
 //         N of 16); a plain FMA loop over kd reading both operands from shared memory.
 #pragma once
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -71,35 +73,24 @@ __device__ __forceinline__ Term<T> term(const T* a, int lda, bool ta, const T* b
 namespace wm = nvcuda::wmma;
 using AccFrag = wm::fragment<wm::accumulator, 16, 16, 16, float>;
 
+// c += a b for one 16-deep step, with a and b read in the layouts LA, LB (wm::row_major or wm::col_major).
+template <typename LA, typename LB>
+__device__ __forceinline__ void mma_step(AccFrag& c, const __nv_bfloat16* a, int lda, const __nv_bfloat16* b, int ldb) {
+  wm::fragment<wm::matrix_a, 16, 16, 16, __nv_bfloat16, LA> fa;
+  wm::fragment<wm::matrix_b, 16, 16, 16, __nv_bfloat16, LB> fb;
+  wm::load_matrix_sync(fa, a, lda);
+  wm::load_matrix_sync(fb, b, ldb);
+  wm::mma_sync(c, fa, fb, c);
+}
+
 __device__ __forceinline__ void mma_term(AccFrag& c, const Term<__nv_bfloat16>& t, int m0, int n0) {
   for (int k0 = 0; k0 < t.kd; k0 += 16) {
     const __nv_bfloat16* ap = t.ta ? t.a + k0 * t.lda + m0 : t.a + m0 * t.lda + k0;
     const __nv_bfloat16* bp = t.tb ? t.b + n0 * t.ldb + k0 : t.b + k0 * t.ldb + n0;
-    if (!t.ta) {
-      wm::fragment<wm::matrix_a, 16, 16, 16, __nv_bfloat16, wm::row_major> fa;
-      wm::load_matrix_sync(fa, ap, t.lda);
-      if (!t.tb) {
-        wm::fragment<wm::matrix_b, 16, 16, 16, __nv_bfloat16, wm::row_major> fb;
-        wm::load_matrix_sync(fb, bp, t.ldb);
-        wm::mma_sync(c, fa, fb, c);
-      } else {
-        wm::fragment<wm::matrix_b, 16, 16, 16, __nv_bfloat16, wm::col_major> fb;
-        wm::load_matrix_sync(fb, bp, t.ldb);
-        wm::mma_sync(c, fa, fb, c);
-      }
-    } else {
-      wm::fragment<wm::matrix_a, 16, 16, 16, __nv_bfloat16, wm::col_major> fa;
-      wm::load_matrix_sync(fa, ap, t.lda);
-      if (!t.tb) {
-        wm::fragment<wm::matrix_b, 16, 16, 16, __nv_bfloat16, wm::row_major> fb;
-        wm::load_matrix_sync(fb, bp, t.ldb);
-        wm::mma_sync(c, fa, fb, c);
-      } else {
-        wm::fragment<wm::matrix_b, 16, 16, 16, __nv_bfloat16, wm::col_major> fb;
-        wm::load_matrix_sync(fb, bp, t.ldb);
-        wm::mma_sync(c, fa, fb, c);
-      }
-    }
+    if (!t.ta && !t.tb) mma_step<wm::row_major, wm::row_major>(c, ap, t.lda, bp, t.ldb);
+    else if (!t.ta) mma_step<wm::row_major, wm::col_major>(c, ap, t.lda, bp, t.ldb);
+    else if (!t.tb) mma_step<wm::col_major, wm::row_major>(c, ap, t.lda, bp, t.ldb);
+    else mma_step<wm::col_major, wm::col_major>(c, ap, t.lda, bp, t.ldb);
   }
 }
 
@@ -187,6 +178,16 @@ __device__ __forceinline__ float block_sum(float x, float* red) {
   for (int w = 0; w < kWarps; ++w) s += red[w];
   __syncthreads();
   return s;
+}
+
+// Launches a state-pass kernel (forward or backward): one block of kThreads per (batch, head, V tile of
+// Geo<T>::VT columns), with `smem` bytes of dynamic shared memory (opted in above the 48 KB default).
+template <typename T, template <typename> class Params>
+void launch_state_pass(void (*kernel)(const Params<T>), size_t smem, const Params<T>& p) {
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const int blocks = p.B * p.H * (p.V / Geo<T>::VT);
+  kernel<<<blocks, kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // Bytes of shared memory from `off`, rounded up to 128 (every carved buffer starts 128-byte aligned).

@@ -148,16 +148,6 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_bwd_kernel(cons
   }
 }
 
-template <typename T>
-void launch(const BwdParams<T>& p) {
-  constexpr size_t smem = BwdSmem<T>::bytes;
-  auto kernel = gated_delta_state_bwd_kernel<T>;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  const int blocks = p.B * p.H * (p.V / Geo<T>::VT);
-  kernel<<<blocks, kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
 }  // namespace
 
 std::vector<at::Tensor> gated_delta_state_bwd(const at::Tensor& W, const at::Tensor& Ut, const at::Tensor& Qg,
@@ -206,7 +196,7 @@ std::vector<at::Tensor> gated_delta_state_bwd(const at::Tensor& W, const at::Ten
     p.dPp = dPp.data_ptr<float>();
     p.ddecp = ddecp.data_ptr<float>();
     p.B = int(B), p.nc = int(nc), p.H = int(H), p.V = int(V);
-    launch(p);
+    launch_state_pass<T>(gated_delta_state_bwd_kernel<T>, BwdSmem<T>::bytes, p);
   };
   if (bf16) run(__nv_bfloat16{});
   else run(float{});
