@@ -3,6 +3,7 @@
 // and the kernel LM (key heads of 128) against the chunked LM.
 #include <ATen/autocast_mode.h>
 
+#include <cstdio>
 #include <map>
 
 #include "models/lm.h"
@@ -125,8 +126,10 @@ TEST_CASE("a gdn LM with 128-wide key heads on the GPU: the kernel equals the ch
   lc.backward(), lk.backward();
   test::expect_close("gdn kernel fp32 loss", lc, lk, 1e-6);
   auto pc = chk->named_parameters(), pk = ker->named_parameters();
+  std::map<std::string, torch::Tensor> fp32;  // the yardstick of both bf16 runs below
   for (const auto& item : pc) {
     test::expect_close("gdn kernel fp32 grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
+    fp32[item.key()] = item.value().grad().clone();
     item.value().grad().zero_(), pk[item.key()].grad().zero_();
   }
   at::autocast::set_autocast_enabled(at::kCUDA, true);
@@ -135,12 +138,18 @@ TEST_CASE("a gdn LM with 128-wide key heads on the GPU: the kernel equals the ch
   at::autocast::set_autocast_enabled(at::kCUDA, false);
   at::autocast::clear_cache();
   bc.backward(), bk.backward();
-  // Both bf16: the chunked scan's matmuls under autocast, the kernel's bf16 operands (tolerances as the chunked
-  // bf16-vs-fp32 test above).
   test::expect_close("gdn kernel bf16 loss", bc, bk, 1e-3);
+  // Both bf16 runs against the fp32 gradients: the kernel's bf16 operands may lose no more than the chunked scan's
+  // autocast matmuls (2x, or 5% where both are closer). Comparing the two bf16 runs with each other instead
+  // failed on layer 0's A_log and dt_bias, whose gradients are sums with heavy cancellation.
+  auto rel = [](const torch::Tensor& got, const torch::Tensor& ref) {
+    return ((got.to(torch::kDouble) - ref.to(torch::kDouble)).norm() / ref.to(torch::kDouble).norm()).item<double>();
+  };
   for (const auto& item : pc) {
     const auto& key = item.key();
-    const bool decay = key.find("A_log") != std::string::npos || key.find("dt_bias") != std::string::npos;
-    test::expect_close("gdn kernel bf16 grad " + key, item.value().grad(), pk[key].grad(), decay ? 0.3 : 0.1);
+    const double ek = rel(pk[key].grad(), fp32[key]), ec = rel(item.value().grad(), fp32[key]);
+    std::printf("gdn bf16 grad %s: kernel %.3g, chunked %.3g off fp32\n", key.c_str(), ek, ec);
+    INFO("gdn bf16 grad " << key << ": kernel " << ek << ", chunked " << ec << " off fp32");
+    CHECK(ek <= std::max(2 * ec, 0.05));
   }
 }
