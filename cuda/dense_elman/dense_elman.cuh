@@ -2,10 +2,14 @@
 // products over a batch tile (two "products", one per input dtype), the pointwise math, and the cooperative
 // launch that picks the rows per block.
 //
-// Both kernels have the same shape: block g owns R consecutive rows of a D x D matrix M (forward: W,
-// backward: W^T), and each step computes out[b, r] = sum_k M[g*R + r, k] v[b, k] for every batch row b,
-// where v [B, Dp] (the previous state, or the current dz) was written by all blocks during the previous step
-// and is read back from L2 after a grid-wide sync. A product object hides how:
+// Both kernels have the same shape: the grid is G batch groups of ceil(D / R) blocks; in each group, block g
+// owns R consecutive rows of a D x D matrix M (forward: W, backward: W^T), and each step computes
+// out[b, r] = sum_k M[g*R + r, k] v[b, k] for the group's batch rows b (a contiguous slice of B), where v [B, Dp]
+// (the previous state, or the current dz) was written by the group's blocks during the previous step and is read
+// back from L2 after the group's barrier (group_sync). Batch rows are independent, so the groups never wait for
+// each other: G groups walk T side by side, and each step's latency (the barrier, the L2 round trip of v) is paid
+// once for B / G rows instead of once for all B. The launcher picks the product (R) that lets the most groups be
+// co-resident (ties: the smaller R). A product object hides how a step's product is computed:
 //
 // FmaProduct<R> (fp32 inputs): the R x D slice of M stays in fp32 shared memory; CUDA-core FMA, fp32 v read
 // straight from L2. Thread layout of block_matvec (kThreads = 512 threads = 16 warps):
@@ -19,12 +23,14 @@
 //   Partial sums are reduced over kq by two halving shuffle rounds (3 R shuffles per lane), then every lane
 //   writes R sums for one batch row into red[warp][b][r]; the caller sums the 16 warps after __syncthreads.
 //
-// MmaProduct (bf16 inputs): 16 rows per block, M in bf16 held in registers as mma.sync A fragments for the
-// whole launch (warp w owns the 16 x 16 k-tiles w, w + 16, ...: at most kMmaMaxKt of them), and per batch
-// tile the whole [32, Dp] tile of v is first copied from L2 into shared memory with every load in flight at
-// once (the step is bound by L2 latency otherwise: measured 8 us per step at D = 1280 with the FMA product
-// reading v from L2 in 16-byte pieces), then each warp runs m16n8k16 bf16 MMAs with fp32 accumulation over
-// its k-tiles for the 4 n-tiles of 8 batch rows, and writes its 16 x 32 partial sums to red[warp][r][b].
+// MmaProduct<MT, KT> (bf16 inputs): 16 MT rows per block, M in bf16 held in registers as mma.sync A fragments
+// for the whole launch (warp w owns the 16 x 16 k-tiles w, w + 16, ... of each of its MT row tiles: at most KT
+// of them), and per batch tile (512 / (16 MT) rows: 32 or 16) the tile of v is first copied from L2 into shared
+// memory with every load in flight at once (the step is bound by L2 latency otherwise: measured 8 us per step at
+// D = 1280 with the FMA product reading v from L2 in 16-byte pieces), then each warp runs m16n8k16 bf16 MMAs with
+// fp32 accumulation over its k-tiles for the n-tiles of 8 batch rows that hold rows of the group, and writes its
+// partial sums to red[warp][r][b]. MT = 2 halves the blocks per group (D = 1280: 40 instead of 80), so three
+// batch groups fit on an H100 where one did.
 #pragma once
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/util/BFloat16.h>
@@ -41,10 +47,9 @@ namespace elman::cuda::dense {
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kKStep = 16;  // k columns per warp step: 4 lane groups x 4 consecutive k
-constexpr int kBTile = 32;  // batch rows per tile: 8 lane groups x 4 rows per lane
+constexpr int kBTile = 32;  // FmaProduct: batch rows per tile: 8 lane groups x 4 rows per lane
 constexpr int kMaxRows = 16;
 using RowChoices = std::integer_sequence<int, 2, 4, 8, 10, 12, 16>;  // FmaProduct R candidates, smallest first
-constexpr int kMmaMaxKt = 9;  // MmaProduct: k-tiles of 16 per warp, so D <= 16 x 16 x 9 = 2304
 
 enum : int { kTanh = 0, kLinear = 1, kGatedTanh = 2 };
 
@@ -184,6 +189,8 @@ template <int R>
 struct FmaProduct {
   using scalar_t = float;
   static constexpr int kRows = R;
+  static constexpr int kBTile = dense::kBTile;
+  static bool fits(int64_t) { return true; }
   static size_t smem_bytes(int64_t Dp) {
     return sizeof(float) * (static_cast<size_t>(R) * Dp + static_cast<size_t>(kWarps) * kBTile * red_pitch(R));
   }
@@ -196,8 +203,9 @@ struct FmaProduct {
     load_slice<R>(Ms, M, row0, D, Dp);
   }
   __device__ float* end() const { return red + kWarps * kBTile * red_pitch(R); }
-  // Partial sums for batch rows b0 .. b0 + 31 of v [B][Dp]; result() is valid after a __syncthreads().
-  __device__ void tile(const float* __restrict__ v, int B, int b0) { block_matvec<R>(Ms, Dp, v, B, b0, red); }
+  // Partial sums for batch rows b0 .. min(b0 + 32, Bend) - 1 of v [B][Dp]; result() is valid after a
+  // __syncthreads().
+  __device__ void tile(const float* __restrict__ v, int Bend, int b0) { block_matvec<R>(Ms, Dp, v, Bend, b0, red); }
   __device__ float result(int bl, int r) const { return reduce_warps<R>(red, bl, r); }
 };
 
@@ -210,21 +218,25 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+template <int MT, int KT>
 struct MmaProduct {
   using scalar_t = c10::BFloat16;
-  static constexpr int kRows = 16;
-  // red[warp][r][b] with row pitch 41 (odd: the epilogue's lanes, 2 batch rows x 16 r, spread over the banks).
-  static constexpr int kRedPitch = 41;
+  static constexpr int kRows = 16 * MT;
+  static constexpr int kBTile = kThreads / kRows;  // the epilogue's threads: one per (batch row, row)
+  static constexpr int kNt = kBTile / 8;           // n-tiles of 8 batch rows
+  // red[warp][r][b] with row pitch kBTile + 9 (odd: the epilogue's consecutive threads, consecutive r, spread
+  // over the banks).
+  static constexpr int kRedPitch = kBTile + 9;
   // The staged tile of v has row pitch Dp + 8 elements: Dp + 8 = 8 (mod 16) puts the 8 batch rows of an MMA
   // B-fragment load on disjoint groups of 4 banks.
   static size_t smem_bytes(int64_t Dp) {
     return sizeof(c10::BFloat16) * kBTile * static_cast<size_t>(Dp + 8) +
            sizeof(float) * static_cast<size_t>(kWarps) * kRows * kRedPitch;
   }
-  // Whether a row of Dp columns fits the register-resident fragments (at most kMmaMaxKt k-tiles per warp).
-  static bool fits(int64_t Dp) { return Dp / kKStep <= kWarps * kMmaMaxKt; }
-  uint32_t a[kMmaMaxKt][4];  // A fragments of this warp's k-tiles (two bf16 each)
-  c10::BFloat16* vs;         // [kBTile][P]
+  // Whether a row of Dp columns fits the register-resident fragments (at most KT k-tiles per warp).
+  static bool fits(int64_t Dp) { return Dp / kKStep <= kWarps * KT; }
+  uint32_t a[MT][KT][4];  // A fragments of this warp's k-tiles (two bf16 each), per row tile
+  c10::BFloat16* vs;      // [kBTile][P]
   float* red;
   int Dp, P, nkt;
 
@@ -235,28 +247,34 @@ struct MmaProduct {
     return bits(col) | (bits(col + 1) << 16);
   }
 
-  // smem: the kernel's dynamic shared memory; M: bf16 [D,D]; rows row0 .. row0 + 15 are this block's.
+  // smem: the kernel's dynamic shared memory; M: bf16 [D,D]; rows row0 .. row0 + kRows - 1 are this block's.
   __device__ MmaProduct(void* smem, const c10::BFloat16* __restrict__ M, int row0, int D, int Dp_)
       : vs(static_cast<c10::BFloat16*>(smem)), red(reinterpret_cast<float*>(vs + kBTile * (Dp_ + 8))), Dp(Dp_),
         P(Dp_ + 8), nkt(Dp_ / kKStep) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int rlo = row0 + (lane >> 2), col = 2 * (lane & 3);
+    const int col = 2 * (lane & 3);
 #pragma unroll
-    for (int i = 0; i < kMmaMaxKt; ++i) {
-      const int k = (warp + kWarps * i) * kKStep + col;
-      a[i][0] = pack(M, D, rlo, k);
-      a[i][1] = pack(M, D, rlo + 8, k);
-      a[i][2] = pack(M, D, rlo, k + 8);
-      a[i][3] = pack(M, D, rlo + 8, k + 8);
+    for (int m = 0; m < MT; ++m) {
+      const int rlo = row0 + 16 * m + (lane >> 2);
+#pragma unroll
+      for (int i = 0; i < KT; ++i) {
+        const int k = (warp + kWarps * i) * kKStep + col;
+        a[m][i][0] = pack(M, D, rlo, k);
+        a[m][i][1] = pack(M, D, rlo + 8, k);
+        a[m][i][2] = pack(M, D, rlo, k + 8);
+        a[m][i][3] = pack(M, D, rlo + 8, k + 8);
+      }
     }
-    // Rows of a partial last tile are never staged: start them at zero (finite; their sums are ignored).
+    // Rows of a partial tile are never staged: start them at zero (finite; their sums are ignored).
     for (int i = threadIdx.x; i < kBTile * P; i += kThreads) vs[i] = c10::BFloat16(0.f);
   }
   __device__ float* end() const { return red + kWarps * kRows * kRedPitch; }
 
-  __device__ void tile(const c10::BFloat16* __restrict__ v, int B, int b0) {
-    // Stage rows b0 .. b0 + rows - 1 of v: 8 loads of 16 bytes in flight per thread (64 KB per block).
-    const int n16 = Dp / 8, rows = min(kBTile, B - b0), total = rows * n16;
+  // Partial sums for batch rows b0 .. min(b0 + kBTile, Bend) - 1 of v [B][Dp]; result() is valid after a
+  // __syncthreads().
+  __device__ void tile(const c10::BFloat16* __restrict__ v, int Bend, int b0) {
+    // Stage the tile's rows of v: 8 loads of 16 bytes in flight per thread.
+    const int n16 = Dp / 8, rows = min(kBTile, Bend - b0), total = rows * n16;
     const uint4* src = reinterpret_cast<const uint4*>(v + static_cast<int64_t>(b0) * Dp);
     for (int base = 0; base < total; base += 8 * kThreads) {
       uint4 buf[8];
@@ -276,30 +294,40 @@ struct MmaProduct {
     }
     __syncthreads();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    float c[4][4];
+    const int nts = (rows + 7) / 8;  // n-tiles holding rows of this tile
+    float c[MT][kNt][4];
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
+    for (int m = 0; m < MT; ++m)
 #pragma unroll
-      for (int u = 0; u < 4; ++u) c[nt][u] = 0.f;
+      for (int nt = 0; nt < kNt; ++nt)
+#pragma unroll
+        for (int u = 0; u < 4; ++u) c[m][nt][u] = 0.f;
     const c10::BFloat16* vrow = vs + (lane >> 2) * P + 2 * (lane & 3);
 #pragma unroll
-    for (int i = 0; i < kMmaMaxKt; ++i) {
+    for (int i = 0; i < KT; ++i) {
       const int kt = warp + kWarps * i;
       if (kt < nkt) {
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          const uint32_t* bp = reinterpret_cast<const uint32_t*>(vrow + nt * 8 * P + kt * kKStep);
-          mma_bf16(c[nt], a[i], bp[0], bp[4]);
+        for (int nt = 0; nt < kNt; ++nt) {
+          if (nt < nts) {
+            const uint32_t* bp = reinterpret_cast<const uint32_t*>(vrow + nt * 8 * P + kt * kKStep);
+            const uint32_t b0f = bp[0], b1f = bp[4];
+#pragma unroll
+            for (int m = 0; m < MT; ++m) mma_bf16(c[m][nt], a[m][i], b0f, b1f);
+          }
         }
       }
     }
-    float* d = red + (warp * kRows + (lane >> 2)) * kRedPitch + 2 * (lane & 3);
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      d[nt * 8] = c[nt][0];
-      d[nt * 8 + 1] = c[nt][1];
-      d[8 * kRedPitch + nt * 8] = c[nt][2];
-      d[8 * kRedPitch + nt * 8 + 1] = c[nt][3];
+    for (int m = 0; m < MT; ++m) {
+      float* d = red + (warp * kRows + 16 * m + (lane >> 2)) * kRedPitch + 2 * (lane & 3);
+#pragma unroll
+      for (int nt = 0; nt < kNt; ++nt) {
+        d[nt * 8] = c[m][nt][0];
+        d[nt * 8 + 1] = c[m][nt][1];
+        d[8 * kRedPitch + nt * 8] = c[m][nt][2];
+        d[8 * kRedPitch + nt * 8 + 1] = c[m][nt][3];
+      }
     }
   }
   __device__ float result(int bl, int r) const {
@@ -307,6 +335,35 @@ struct MmaProduct {
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) s += red[(w * kRows + r) * kRedPitch + bl];
     return s;
+  }
+};
+// The bf16 products the launcher chooses from: 16 rows (D <= 2304) or 32 rows (D <= 1536).
+using MmaRows16 = MmaProduct<1, 9>;
+using MmaRows32 = MmaProduct<2, 6>;
+
+// Barrier of one batch group (its blocks only): every block adds one to the group's counter, then waits until
+// the counter reaches `target` (the group's block count times the number of barriers so far). The fences make
+// the writes before the barrier visible to the group's reads after it (the pattern of a grid-wide sync).
+__device__ __forceinline__ void group_sync(unsigned* counter, unsigned target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(counter, 1u);
+    unsigned seen;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
+    } while (seen < target);
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// The batch slice of group `grp`: rows [beg, end) of B, with groups of ceil(B / G) rows.
+struct BatchSlice {
+  int beg, end;
+  __device__ BatchSlice(int B, int groups, int grp) {
+    const int per = (B + groups - 1) / groups;
+    beg = min(B, grp * per), end = min(B, beg + per);
   }
 };
 
@@ -320,26 +377,49 @@ inline int forced_rows() {
   return rows;
 }
 
-// Launches `kernel(params)` cooperatively on ceil(D / R) blocks of kThreads with `smem` bytes of dynamic
-// shared memory, or returns false (launching nothing) when the slice does not fit in shared memory, the
-// grid is not co-resident on this device, or ELMAN_DENSE_ROWS asks for another R.
-inline bool try_cooperative_launch(const void* kernel, int R, int64_t D, size_t smem, void* params,
-                                   cudaStream_t stream) {
-  if (forced_rows() > 0 && R != forced_rows()) return false;
+// A launch choice: the kernel of one product, its rows per block, how many batch groups can be co-resident, and
+// its dynamic shared memory.
+struct Pick {
+  const void* kernel = nullptr;
+  int rows = 0, groups = 0;
+  size_t smem = 0;
+};
+
+// Considers `kernel` with R rows per block: the number of batch groups of ceil(D / R) blocks of kThreads (with
+// `smem` bytes each) that are co-resident on this device, at most B; replaces `best` when that is more groups
+// (so ties keep the earlier, smaller R). Skipped when the slice does not fit in shared memory or
+// ELMAN_DENSE_ROWS asks for another R.
+inline void consider(Pick& best, const void* kernel, int R, int64_t D, int64_t B, size_t smem) {
+  if (forced_rows() > 0 && R != forced_rows()) return;
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
-  const int64_t grid = (D + R - 1) / R;
+  const int64_t per_group = (D + R - 1) / R;
   // 512-thread blocks of >= 64 registers: at most 2 per SM; skip the occupancy query for hopeless R.
-  if (grid > 2 * static_cast<int64_t>(prop->multiProcessorCount)) return false;
-  if (smem > prop->sharedMemPerBlockOptin) return false;
+  if (per_group > 2 * static_cast<int64_t>(prop->multiProcessorCount)) return;
+  if (smem > prop->sharedMemPerBlockOptin) return;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   int per_sm = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-  if (grid > static_cast<int64_t>(per_sm) * prop->multiProcessorCount) return false;
-  void* args[] = {params};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), args, smem,
-                                             stream));
+  int64_t groups = static_cast<int64_t>(per_sm) * prop->multiProcessorCount / per_group;
+  if (groups > B) groups = B;
+  if (groups > best.groups) best = Pick{kernel, R, static_cast<int>(groups), smem};
+}
+
+// Launches the pick cooperatively (all blocks co-resident, which the group barriers need) on its groups of
+// ceil(D / R) blocks, after evening out the groups' batch slices (ceil(B / G) rows each, no empty group).
+// `groups` and `bar` are the kernel parameters' fields: the group count and G barrier counters (zeroed here).
+// `like`: any tensor on the launch's device.
+template <class Params>
+void launch_groups(const Pick& pick, Params& p, const at::Tensor& like, cudaStream_t stream) {
+  const int per = (p.B + pick.groups - 1) / pick.groups;
+  p.groups = (p.B + per - 1) / per;
+  // Freed when this returns: the caching allocator reuses it only for work queued after the kernel on this stream.
+  auto bar = at::zeros({p.groups}, like.options().dtype(at::kInt));
+  p.bar = static_cast<unsigned*>(bar.data_ptr());
+  const int64_t grid = static_cast<int64_t>(p.groups) * ((p.D + pick.rows - 1) / pick.rows);
+  void* args[] = {&p};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(pick.kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), args,
+                                             pick.smem, stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return true;
 }
 
 // The error when no R fits: the largest D this device can run (fp32 slice in shared memory, one block per SM).

@@ -12,12 +12,13 @@
  * Shapes: W^T [D,D] pre's dtype (the launcher transposes and converts), apre [B,T,D] (GatedTanh), h0 [B,D] f32,
  *   h_hist, c_hist [B,T,D] f32 (saved by the forward), dh [B,T,D] (pre's dtype), dh_T [B,D] f32,
  *   dzbuf [2,B,Dp] pre's dtype (broadcast of dz_t), outputs dpre, dapre [B,T,D] (pre's dtype), dh0 [B,D] f32.
- * Work split: block g owns indices k in [g R, g R + R): rows of W^T (columns of W), held by the product of
- * dense_elman.cuh (fp32 inputs: fp32 shared memory and FMA; bf16 inputs: bf16 MMA fragments, R = 16), and
- * the pointwise work of those k. A prologue computes dz_{T-1} for its k and writes it to
- * dzbuf[(T-1)&1]; the grid syncs; then step t computes (W^T dz_t)[b,k] for its k and every b (block_matvec),
- * adds the gate term g_t alpha_t kept in shared memory, and, while t > 0, forms g_{t-1} and dz_{t-1} (writing
- * dpre, dapre and dzbuf[(t-1)&1]) before one grid sync per step; at t = 0 it writes dh0. The loads for
+ * Work split: as the forward, G batch groups of ceil(D/R) blocks (dense_elman.cuh); in its group, block g owns
+ * indices k in [g R, g R + R): rows of W^T (columns of W), held by the product (fp32 inputs: fp32 shared memory
+ * and FMA; bf16 inputs: bf16 MMA fragments, R = 16 or 32), and the pointwise work of those k for the group's
+ * batch rows. A prologue computes dz_{T-1} for its k and writes it to dzbuf[(T-1)&1]; the group syncs; then step
+ * t computes (W^T dz_t)[b,k] for its k and the group's b, adds the gate term g_t alpha_t kept in shared memory,
+ * and, while t > 0, forms g_{t-1} and dz_{t-1} (writing dpre, dapre and dzbuf[(t-1)&1]) before one group sync
+ * per step; at t = 0 it writes dh0. The loads for
  * the pointwise step (dh, h_hist, c_hist, apre) are issued before the product so their latency hides under it.
  * Numerics: the carried gradient, the pointwise math and the sums are fp32. dz_t is broadcast in pre's dtype:
  * for bf16 inputs W^T dz_t sees the bf16-rounded dz_t, which is the dpre the caller gets and the dz the dW
@@ -27,7 +28,6 @@
  */
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <cooperative_groups.h>
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/dense_elman/dense_elman.cuh"
@@ -37,7 +37,6 @@
 namespace elman::cuda {
 namespace {
 using namespace dense;
-namespace cg = cooperative_groups;
 
 template <typename scalar_t>
 struct BwdParams {
@@ -52,7 +51,8 @@ struct BwdParams {
   scalar_t* dpre;          // [B,T,D]
   scalar_t* dapre;         // [B,T,D] (GatedTanh) or nullptr
   float* dh0;              // [B,D]
-  int B, T, D, Dp, mode;
+  unsigned* bar;           // [groups] barrier counters, zero at launch
+  int B, T, D, Dp, mode, groups;
 };
 
 // What the pointwise step at time t needs for channel (b, k), loaded ahead of use.
@@ -101,19 +101,21 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdP
   using scalar_t = typename Prod::scalar_t;
   constexpr int R = Prod::kRows;
   extern __shared__ float4 smem4[];
-  const int k0 = blockIdx.x * R;
+  const int per_group = (p.D + R - 1) / R, grp = blockIdx.x / per_group;
+  const int k0 = (blockIdx.x - grp * per_group) * R;
+  const BatchSlice bs(p.B, p.groups, grp);
   Prod prod(smem4, p.WT, k0, p.D, p.Dp);  // rows k0.. of W^T
-  float* st = prod.end();                  // [B][R] g_t alpha_t of this block's indices
+  float* st = prod.end();                  // [B][R] g_t alpha_t of this block's indices (its group's b)
 
-  cg::grid_group grid = cg::this_grid();
   const int bl = threadIdx.x / R, r = threadIdx.x - bl * R, k = k0 + r;
-  const bool mine = threadIdx.x < R * kBTile && k < p.D;
+  const bool mine = threadIdx.x < R * Prod::kBTile && k < p.D;
   const int64_t BDp = static_cast<int64_t>(p.B) * p.Dp;
+  unsigned syncs = 0;
 
   // Prologue: dz_{T-1} from g_{T-1} = dh_{T-1} + dh_T.
   {
     scalar_t* dout = p.dzbuf + ((p.T - 1) & 1) * BDp;
-    for (int b = bl; b < p.B; b += kBTile) {
+    for (int b = bs.beg + bl; b < bs.end; b += Prod::kBTile) {
       if (!mine) break;
       const int64_t o = (static_cast<int64_t>(b) * p.T + (p.T - 1)) * p.D + k;
       const PointIn in = load_point<kGated>(p, b, k, p.T - 1, o);
@@ -121,19 +123,18 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdP
       st[b * R + r] = point_bwd<kGated>(p, in, g, o, dout + static_cast<int64_t>(b) * p.Dp + k);
     }
   }
-  __syncthreads();  // the product's setup complete
-  grid.sync();      // dz_{T-1} complete
+  group_sync(p.bar + grp, ++syncs * per_group);  // dz_{T-1} of the group's rows complete
 
   for (int t = p.T - 1; t >= 0; --t) {
     const scalar_t* din = p.dzbuf + (t & 1) * BDp;
     scalar_t* dout = p.dzbuf + ((t + 1) & 1) * BDp;  // holds dz_{t-1}
-    for (int b0 = 0; b0 < p.B; b0 += kBTile) {
+    for (int b0 = bs.beg; b0 < bs.end; b0 += Prod::kBTile) {
       const int b = b0 + bl;
-      const bool act = mine && b < p.B;
+      const bool act = mine && b < bs.end;
       const int64_t o = (static_cast<int64_t>(b) * p.T + (t - 1)) * p.D + k;  // channel (b, t-1, k)
       PointIn in;
       if (act && t > 0) in = load_point<kGated>(p, b, k, t - 1, o);  // issued now, consumed after the product
-      prod.tile(din, p.B, b0);
+      prod.tile(din, bs.end, b0);
       __syncthreads();
       if (act) {
         float carry = prod.result(bl, r);
@@ -146,25 +147,32 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdP
       }
       __syncthreads();  // the product's buffers are reused by the next tile
     }
-    if (t > 0) grid.sync();  // dz_{t-1} complete in dzbuf before any block reads it
+    // dz_{t-1} of the group's rows complete in dzbuf before any of its blocks reads it.
+    if (t > 0) group_sync(p.bar + grp, ++syncs * per_group);
   }
 }
 
 template <class Prod>
-bool try_bwd(BwdParams<typename Prod::scalar_t>& p, cudaStream_t stream) {
+void consider_bwd(Pick& best, const BwdParams<typename Prod::scalar_t>& p) {
+  if (!Prod::fits(p.Dp)) return;
   const void* kernel = p.mode == kGatedTanh ? reinterpret_cast<const void*>(&dense_elman_bwd_kernel<Prod, true>)
                                             : reinterpret_cast<const void*>(&dense_elman_bwd_kernel<Prod, false>);
-  return try_cooperative_launch(kernel, Prod::kRows, p.D, smem_bytes<Prod>(p.Dp, p.B), &p, stream);
+  consider(best, kernel, Prod::kRows, p.D, p.B, smem_bytes<Prod>(p.Dp, p.B));
 }
 
 template <int... Rs>
-bool launch_bwd(BwdParams<float>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
-  return (try_bwd<FmaProduct<Rs>>(p, stream) || ...);
+Pick pick_bwd(const BwdParams<float>& p, std::integer_sequence<int, Rs...>) {
+  Pick best;
+  (consider_bwd<FmaProduct<Rs>>(best, p), ...);
+  return best;
 }
 
 template <int... Rs>
-bool launch_bwd(BwdParams<c10::BFloat16>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
-  return MmaProduct::fits(p.Dp) && try_bwd<MmaProduct>(p, stream);
+Pick pick_bwd(const BwdParams<c10::BFloat16>& p, std::integer_sequence<int, Rs...>) {
+  Pick best;
+  consider_bwd<MmaRows16>(best, p);
+  consider_bwd<MmaRows32>(best, p);
+  return best;
 }
 
 template <typename scalar_t>
@@ -184,12 +192,16 @@ void run_bwd(const at::Tensor& WT, const at::Tensor& apre, const at::Tensor& h0,
                         dpre.data_ptr<scalar_t>(),
                         dapre.defined() ? dapre.data_ptr<scalar_t>() : nullptr,
                         dh0.data_ptr<float>(),
+                        nullptr,
                         static_cast<int>(B),
                         static_cast<int>(T),
                         static_cast<int>(D),
                         static_cast<int>(Dp),
-                        mode};
-  if (!launch_bwd(p, at::cuda::getCurrentCUDAStream(), RowChoices{})) fail_too_large("dense_elman_bwd", B, D);
+                        mode,
+                        0};
+  const Pick pick = pick_bwd(p, RowChoices{});
+  if (pick.groups == 0) fail_too_large("dense_elman_bwd", B, D);
+  launch_groups(pick, p, dpre, at::cuda::getCurrentCUDAStream());
 }
 
 template <>

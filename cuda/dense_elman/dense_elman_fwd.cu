@@ -7,13 +7,13 @@
  * Shapes (rightmost fastest): B batch, T time, D state width, Dp = D rounded up to 16.
  *   pre, apre [B,T,D] (f32|bf16)  W [D,D] pre's dtype (converted by the launcher)  h0, h_T [B,D] fp32
  *   h [B,T,D] pre's dtype  h_hist, c_hist [B,T,D] fp32  hbuf [2,B,Dp] pre's dtype (broadcast copy of the state)
- * Work split: block g owns rows j in [g R, g R + R) of W for the whole launch (dense_elman.cuh's products):
- * fp32 inputs keep the rows in fp32 shared memory and use CUDA-core FMA (R from {2,4,8,10,12,16}: the
- * smallest whose ceil(D/R) blocks are co-resident, one 512-thread block per SM; on an H100 (132 SMs)
- * D=1280 gets R=10 on 128 blocks; ELMAN_DENSE_ROWS forces R); bf16 inputs keep 16 rows in registers as bf16
- * MMA fragments (D=1280: 80 blocks). Per step t every block reads h_{t-1} for all B x D from hbuf[(t+1)&1]
- * (through L2), computes z for its rows and every b in tiles of 32, applies the mode, writes h_t to h,
- * h_hist, hbuf[t&1] (and c_t to c_hist), and the grid syncs once (cg grid.sync).
+ * Work split (dense_elman.cuh): G batch groups of ceil(D/R) blocks; in its group, block g owns rows j in
+ * [g R, g R + R) of W for the whole launch: fp32 inputs keep the rows in fp32 shared memory and use CUDA-core
+ * FMA (R from {2,4,8,10,12,16}), bf16 inputs keep 16 or 32 rows in registers as bf16 MMA fragments; the launcher
+ * takes the R that lets the most groups be co-resident (one 512-thread block per SM; on an H100 (132 SMs) bf16
+ * D=1280 gets R=32 and 3 groups of 40 blocks; ELMAN_DENSE_ROWS forces R). Per step t every block reads h_{t-1}
+ * for its group's batch rows from hbuf[(t+1)&1] (through L2), computes z for its rows and those b in tiles,
+ * applies the mode, writes h_t to h, h_hist, hbuf[t&1] (and c_t to c_hist), and the group syncs once.
  * The state of a block's own rows also lives in shared memory in fp32 (GatedTanh's blend uses it).
  * Saved for backward (by ops/dense_elman): h_hist, and c_hist for GatedTanh.
  * Numerics: the state, h_hist, h_T, the products' sums and the pointwise math are fp32. fp32 inputs: fp32 W
@@ -25,7 +25,6 @@
  */
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <cooperative_groups.h>
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/dense_elman/dense_elman.cuh"
@@ -35,7 +34,6 @@
 namespace elman::cuda {
 namespace {
 using namespace dense;
-namespace cg = cooperative_groups;
 
 template <typename scalar_t>
 struct FwdParams {
@@ -48,7 +46,8 @@ struct FwdParams {
   float* h_hist;          // [B,T,D]
   float* c_hist;          // [B,T,D] (GatedTanh) or nullptr
   float* h_T;             // [B,D]
-  int B, T, D, Dp, mode;
+  unsigned* bar;          // [groups] barrier counters, zero at launch
+  int B, T, D, Dp, mode, groups;
 };
 
 template <class Prod>
@@ -56,34 +55,35 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdP
   using scalar_t = typename Prod::scalar_t;
   constexpr int R = Prod::kRows;
   extern __shared__ float4 smem4[];
-  const int j0 = blockIdx.x * R;
+  const int per_group = (p.D + R - 1) / R, grp = blockIdx.x / per_group;
+  const int j0 = (blockIdx.x - grp * per_group) * R;
+  const BatchSlice bs(p.B, p.groups, grp);
   Prod prod(smem4, p.W, j0, p.D, p.Dp);  // rows j0.. of W
-  float* st = prod.end();                 // [B][R] fp32 state h_{t-1} of this block's rows
-  for (int i = threadIdx.x; i < p.B * R; i += kThreads) {
+  float* st = prod.end();                 // [B][R] fp32 state h_{t-1} of this block's rows (its group's b)
+  for (int i = bs.beg * R + threadIdx.x; i < bs.end * R; i += kThreads) {
     const int b = i / R, j = j0 + (i - b * R);
     st[i] = j < p.D ? p.h0[static_cast<int64_t>(b) * p.D + j] : 0.f;
   }
   __syncthreads();
 
-  cg::grid_group grid = cg::this_grid();
   // Epilogue role: thread -> (batch row bl of the tile, row r); consecutive threads write consecutive j.
   const int bl = threadIdx.x / R, r = threadIdx.x - bl * R, j = j0 + r;
-  const bool mine = threadIdx.x < R * kBTile && j < p.D;
+  const bool mine = threadIdx.x < R * Prod::kBTile && j < p.D;
   const bool gated = p.mode == kGatedTanh;
   const int64_t BDp = static_cast<int64_t>(p.B) * p.Dp;
   for (int t = 0; t < p.T; ++t) {
     const scalar_t* hin = p.hbuf + ((t + 1) & 1) * BDp;
     scalar_t* hout = p.hbuf + (t & 1) * BDp;
-    for (int b0 = 0; b0 < p.B; b0 += kBTile) {
+    for (int b0 = bs.beg; b0 < bs.end; b0 += Prod::kBTile) {
       const int b = b0 + bl;
-      const bool act = mine && b < p.B;
+      const bool act = mine && b < bs.end;
       const int64_t o = (static_cast<int64_t>(b) * p.T + t) * p.D + j;
       float x = 0.f, ap = 0.f;  // issued now, consumed after the product
       if (act) {
         x = static_cast<float>(p.pre[o]);
         if (gated) ap = static_cast<float>(p.apre[o]);
       }
-      prod.tile(hin, p.B, b0);
+      prod.tile(hin, bs.end, b0);
       __syncthreads();
       if (act) {
         const float z = x + prod.result(bl, r);
@@ -105,24 +105,31 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdP
       }
       __syncthreads();  // the product's buffers are reused by the next tile
     }
-    if (t + 1 < p.T) grid.sync();  // h_t complete in hbuf before any block reads it
+    // h_t of the group's rows complete in hbuf before any of its blocks reads it.
+    if (t + 1 < p.T) group_sync(p.bar + grp, static_cast<unsigned>(t + 1) * per_group);
   }
 }
 
 template <class Prod>
-bool try_fwd(FwdParams<typename Prod::scalar_t>& p, cudaStream_t stream) {
-  return try_cooperative_launch(reinterpret_cast<const void*>(&dense_elman_fwd_kernel<Prod>), Prod::kRows, p.D,
-                                smem_bytes<Prod>(p.Dp, p.B), &p, stream);
+void consider_fwd(Pick& best, const FwdParams<typename Prod::scalar_t>& p) {
+  if (Prod::fits(p.Dp))
+    consider(best, reinterpret_cast<const void*>(&dense_elman_fwd_kernel<Prod>), Prod::kRows, p.D, p.B,
+             smem_bytes<Prod>(p.Dp, p.B));
 }
 
 template <int... Rs>
-bool launch_fwd(FwdParams<float>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
-  return (try_fwd<FmaProduct<Rs>>(p, stream) || ...);
+Pick pick_fwd(const FwdParams<float>& p, std::integer_sequence<int, Rs...>) {
+  Pick best;
+  (consider_fwd<FmaProduct<Rs>>(best, p), ...);
+  return best;
 }
 
 template <int... Rs>
-bool launch_fwd(FwdParams<c10::BFloat16>& p, cudaStream_t stream, std::integer_sequence<int, Rs...>) {
-  return MmaProduct::fits(p.Dp) && try_fwd<MmaProduct>(p, stream);
+Pick pick_fwd(const FwdParams<c10::BFloat16>& p, std::integer_sequence<int, Rs...>) {
+  Pick best;
+  consider_fwd<MmaRows16>(best, p);
+  consider_fwd<MmaRows32>(best, p);
+  return best;
 }
 
 template <typename scalar_t>
@@ -140,12 +147,16 @@ void run_fwd(const at::Tensor& pre, const at::Tensor& W, const at::Tensor& apre,
                             h_hist.data_ptr<float>(),
                             c_hist.defined() ? c_hist.data_ptr<float>() : nullptr,
                             h_T.data_ptr<float>(),
+                            nullptr,
                             static_cast<int>(B),
                             static_cast<int>(T),
                             static_cast<int>(D),
                             static_cast<int>(Dp),
-                            mode};
-  if (!launch_fwd(p, at::cuda::getCurrentCUDAStream(), RowChoices{})) fail_too_large("dense_elman_fwd", B, D);
+                            mode,
+                            0};
+  const Pick pick = pick_fwd(p, RowChoices{});
+  if (pick.groups == 0) fail_too_large("dense_elman_fwd", B, D);
+  launch_groups(pick, p, pre, at::cuda::getCurrentCUDAStream());
 }
 
 template <>

@@ -172,6 +172,23 @@ TEST_CASE("dense_elman kernel at the real width D=1280", "[dense_elman][gpu]") {
     }
 }
 
+TEST_CASE("dense_elman kernel at D=1280 with the training batch, split into batch groups", "[dense_elman][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  // bf16 on an H100: 32 rows per block, 3 groups of 40 blocks (B 32: 11 + 11 + 10 rows; B 35: 12 + 12 + 11);
+  // fp32: 10 rows per block, one group of 128 blocks, batch tiles of 32.
+  for (int64_t B : {32, 35})
+    for (auto dtype : {torch::kFloat, torch::kBFloat16})
+      for (auto mode : kModes) {
+        torch::manual_seed(13 + B);
+        auto in = make_inputs(mode, B, 24, 1280, dtype, torch::kCUDA);
+        auto ref = run(mode, in, ops::Impl::Reference);
+        auto got = run(mode, in, ops::Impl::Kernel);
+        expect_all_close("B" + std::to_string(B) + "-D1280-" + ops::dense_mode_name(mode) +
+                             (dtype == torch::kFloat ? "-fp32" : "-bf16"),
+                         ref, got, dtype == torch::kFloat ? 1e-4 : 1e-2);
+      }
+}
+
 TEST_CASE("dense_elman kernel with more than one batch tile and no h0", "[dense_elman][gpu]") {
   REQUIRE(torch::cuda::is_available());
   for (auto dtype : {torch::kFloat, torch::kBFloat16})
