@@ -17,14 +17,22 @@ namespace elman::ops {
 //         them and scales q);  v [B,T,H,V];  g [B,T,H] log decay (<= 0);  beta [B,T,H] write strength in (0, 1);
 //   h0    [B,H,K,V] or an undefined tensor for zeros.
 //   impl  Impl::Reference runs gated_delta_reference (a loop over T); Impl::Chunked runs gated_delta_chunked with
-//         chunks of kGatedDeltaChunk (64) steps; Impl::Kernel runs gated_delta_chunk_prep (LibTorch, autograd) and
-//         the CUDA state pass (cuda/gated_delta, hand-written backward): CUDA tensors, float32 or bfloat16, key
-//         head dim K = 128 and V a multiple of 64, else a one-line error naming --impl chunked. Its operands are
-//         bf16 (tensor cores, fp32 accumulation) when any of q, k, v is bf16, else fp32.
+//         chunks of kGatedDeltaChunk (64) steps; Impl::Kernel runs our CUDA kernels (cuda/gated_delta, hand-written
+//         backwards): the chunk preparation (gated_delta_chunk_prep_kernel below), then the state pass over the
+//         chunks: CUDA tensors, float32 or bfloat16, key head dim K = 128 and V a multiple of 64, else a one-line
+//         error naming --impl chunked. Its operands are bf16 (tensor cores, fp32 accumulation) when any of q, k, v
+//         is bf16, else fp32.
 // Returns {o [B,T,H,V] in v's dtype, S_T [B,H,K,V] float32 (fp64 for fp64 inputs)}, differentiable with respect
 // to every input with gradients flowing in from both outputs.
 std::vector<torch::Tensor> gated_delta(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                        const torch::Tensor& g, const torch::Tensor& beta, const torch::Tensor& h0,
                                        Impl impl);
+
+// The kernel path's chunk preparation alone: gated_delta_chunk_prep's quantities (W, Ut, Qg, Kl, P, decay, all
+// float32) at chunks of kGatedDeltaChunk steps, computed by our CUDA kernels (cuda/gated_delta/gated_delta_prep_*)
+// with a hand-written backward to q, k, v, g, beta. Same requirements as Impl::Kernel above (q, k, v may be
+// strided); the products' operands are bf16 when any of q, k, v is bf16, else fp32.
+GatedDeltaChunks gated_delta_chunk_prep_kernel(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                               const torch::Tensor& g, const torch::Tensor& beta);
 
 }  // namespace elman::ops
