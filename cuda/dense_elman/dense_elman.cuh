@@ -25,12 +25,12 @@
 //
 // MmaProduct<MT, KT> (bf16 inputs): 16 MT rows per block, M in bf16 held in registers as mma.sync A fragments
 // for the whole launch (warp w owns the 16 x 16 k-tiles w, w + 16, ... of each of its MT row tiles: at most KT
-// of them), and per batch tile (512 / (16 MT) rows: 32 or 16) the tile of v is first copied from L2 into shared
+// of them), and per batch tile (32, 16 or 8 rows for MT = 1, 2, 3) the tile of v is first copied from L2 into shared
 // memory with every load in flight at once (the step is bound by L2 latency otherwise: measured 8 us per step at
 // D = 1280 with the FMA product reading v from L2 in 16-byte pieces), then each warp runs m16n8k16 bf16 MMAs with
 // fp32 accumulation over its k-tiles for the n-tiles of 8 batch rows that hold rows of the group, and writes its
-// partial sums to red[warp][r][b]. MT = 2 halves the blocks per group (D = 1280: 40 instead of 80), so three
-// batch groups fit on an H100 where one did.
+// partial sums to red[warp][r][b]. MT = 3 takes a third of the blocks per group (D = 1280: 27 instead of 80),
+// so four batch groups fit on an H100 where one did.
 #pragma once
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/util/BFloat16.h>
@@ -222,7 +222,8 @@ template <int MT, int KT>
 struct MmaProduct {
   using scalar_t = c10::BFloat16;
   static constexpr int kRows = 16 * MT;
-  static constexpr int kBTile = kThreads / kRows;  // the epilogue's threads: one per (batch row, row)
+  // Batch rows per tile: the epilogue has one thread per (batch row, row), in whole n-tiles of 8 rows.
+  static constexpr int kBTile = kThreads / kRows / 8 * 8;
   static constexpr int kNt = kBTile / 8;           // n-tiles of 8 batch rows
   // red[warp][r][b] with row pitch kBTile + 9 (odd: the epilogue's consecutive threads, consecutive r, spread
   // over the banks).
@@ -337,9 +338,11 @@ struct MmaProduct {
     return s;
   }
 };
-// The bf16 products the launcher chooses from: 16 rows (D <= 2304) or 32 rows (D <= 1536).
+// The bf16 products the launcher chooses from: 16 rows (D <= 2304), 32 rows (D <= 1536), 48 rows (D <= 1280).
+// (64 rows, 6 groups at D = 1280, spilled the fragments and was slower than 48: 5.27 against 4.42 ms.)
 using MmaRows16 = MmaProduct<1, 9>;
 using MmaRows32 = MmaProduct<2, 6>;
+using MmaRows48 = MmaProduct<3, 5>;
 
 // Barrier of one batch group (its blocks only): every block adds one to the group's counter, then waits until
 // the counter reaches `target` (the group's block count times the number of barriers so far). The fences make

@@ -14,7 +14,7 @@
  *   dzbuf [2,B,Dp] pre's dtype (broadcast of dz_t), outputs dpre, dapre [B,T,D] (pre's dtype), dh0 [B,D] f32.
  * Work split: as the forward, G batch groups of ceil(D/R) blocks (dense_elman.cuh); in its group, block g owns
  * indices k in [g R, g R + R): rows of W^T (columns of W), held by the product (fp32 inputs: fp32 shared memory
- * and FMA; bf16 inputs: bf16 MMA fragments, R = 16 or 32), and the pointwise work of those k for the group's
+ * and FMA; bf16 inputs: bf16 MMA fragments, R = 16, 32 or 48), and the pointwise work of those k for the group's
  * batch rows. A prologue computes dz_{T-1} for its k and writes it to dzbuf[(T-1)&1]; the group syncs; then step
  * t computes (W^T dz_t)[b,k] for its k and the group's b, adds the gate term g_t alpha_t kept in shared memory,
  * and, while t > 0, forms g_{t-1} and dz_{t-1} (writing dpre, dapre and dzbuf[(t-1)&1]) before one group sync
@@ -172,6 +172,7 @@ Pick pick_bwd(const BwdParams<c10::BFloat16>& p, std::integer_sequence<int, Rs..
   Pick best;
   consider_bwd<MmaRows16>(best, p);
   consider_bwd<MmaRows32>(best, p);
+  consider_bwd<MmaRows48>(best, p);
   return best;
 }
 

@@ -9,9 +9,9 @@
  *   h [B,T,D] pre's dtype  h_hist, c_hist [B,T,D] fp32  hbuf [2,B,Dp] pre's dtype (broadcast copy of the state)
  * Work split (dense_elman.cuh): G batch groups of ceil(D/R) blocks; in its group, block g owns rows j in
  * [g R, g R + R) of W for the whole launch: fp32 inputs keep the rows in fp32 shared memory and use CUDA-core
- * FMA (R from {2,4,8,10,12,16}), bf16 inputs keep 16 or 32 rows in registers as bf16 MMA fragments; the launcher
- * takes the R that lets the most groups be co-resident (one 512-thread block per SM; on an H100 (132 SMs) bf16
- * D=1280 gets R=32 and 3 groups of 40 blocks; ELMAN_DENSE_ROWS forces R). Per step t every block reads h_{t-1}
+ * FMA (R from {2,4,8,10,12,16}), bf16 inputs keep 16, 32 or 48 rows in registers as bf16 MMA fragments; the
+ * launcher takes the R that lets the most groups be co-resident (one 512-thread block per SM; on an H100 (132 SMs)
+ * bf16 D=1280 gets R=48 and 4 groups of 27 blocks; ELMAN_DENSE_ROWS forces R). Per step t every block reads h_{t-1}
  * for its group's batch rows from hbuf[(t+1)&1] (through L2), computes z for its rows and those b in tiles,
  * applies the mode, writes h_t to h, h_hist, hbuf[t&1] (and c_t to c_hist), and the group syncs once.
  * The state of a block's own rows also lives in shared memory in fp32 (GatedTanh's blend uses it).
@@ -129,6 +129,7 @@ Pick pick_fwd(const FwdParams<c10::BFloat16>& p, std::integer_sequence<int, Rs..
   Pick best;
   consider_fwd<MmaRows16>(best, p);
   consider_fwd<MmaRows32>(best, p);
+  consider_fwd<MmaRows48>(best, p);
   return best;
 }
 
