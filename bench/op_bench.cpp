@@ -5,10 +5,13 @@
 // Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference|chunked]
 //                         [--iters 10]
 //   OP: dense-tanh | dense-linear | dense-gated | diag-e61 | matrix-e70 .. matrix-e73 | sparse-b4k2 | sparse-b16k4 |
-//   sparse-b32k8 | slots-n8 | gdn | ssd (see ops() below; the matrix cases take --D as n_state; the sparse_block
-//   cases take their widths from the E87 level name and ignore --D; gdn is the gated delta rule at the 100M heads,
-//   H 6, K 128, V 256, and ignores --D; ssd takes --D as the number of heads, with Mamba2's headdim 64 and d_state
-//   128; --impl chunked is their LibTorch chunked scans).
+//   sparse-b32k8 | slots-n8 | gdn | ssd | short_conv | gated_norm | gated_norm_gdn (see ops() below; the matrix
+//   cases take --D as n_state; the sparse_block cases take their widths from the E87 level name and ignore --D; gdn
+//   is the gated delta rule at the 100M heads, H 6, K 128, V 256, and ignores --D; ssd takes --D as the number of
+//   heads, with Mamba2's headdim 64 and d_state 128; --impl chunked is their LibTorch chunked scans; short_conv is
+//   the layers' conv + SiLU over --D channels (default 2048, Mamba2's at 100M), gated_norm Mamba2's gated norm over
+//   rows of --D (default 1792, its d_inner at 100M), gated_norm_gdn GatedDeltaNet's per-head norm at H 6, V 256,
+//   ignoring --D).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
@@ -24,7 +27,9 @@
 #include "ops/dense_elman/dense_elman.h"
 #include "ops/gated_delta/gated_delta.h"
 #include "ops/gated_diag/gated_diag.h"
+#include "ops/gated_norm/gated_norm.h"
 #include "ops/matrix_elman/matrix_elman.h"
+#include "ops/short_conv/short_conv.h"
 #include "ops/slot_matrix/slot_matrix.h"
 #include "ops/sparse_block/sparse_block.h"
 #include "ops/ssd/ssd.h"
@@ -43,6 +48,7 @@ struct Shape {
 struct OpCase {
   std::function<std::vector<torch::Tensor>(const Shape&)> inputs;
   std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&, const Shape&)> forward;
+  int64_t default_D = 0;  // --D when the command line gives none (0: Shape's)
 };
 
 torch::Tensor leaf(torch::Tensor t) { return t.requires_grad_(true); }
@@ -155,6 +161,59 @@ OpCase ssd() {
           }};
 }
 
+// The conv and norm cases read the columns [offset, offset + n) of a [B,T,width] projection in --dtype in place, as
+// the layers read their in_proj output: in bf16 its rows are 8-byte aligned but not 16 (the 100M layers' widths,
+// 3868 and 4620, are 4 mod 8). The slice itself is the leaf, so the timings leave out narrow's backward.
+torch::Tensor projection_slice(const Shape& s, int64_t width, int64_t offset, int64_t n) {
+  auto o = torch::TensorOptions().device(torch::kCUDA).dtype(s.dtype);
+  return leaf(torch::randn({s.B, s.T, width}, o).narrow(-1, offset, n));
+}
+
+// The layers' depthwise causal conv (width 4, with bias) + SiLU over --D channels at column 4 of a projection 28
+// columns wider.
+OpCase short_conv() {
+  return {[](const Shape& s) {
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            auto x = projection_slice(s, s.D + 28, 4, s.D);
+            auto w = leaf(torch::randn({s.D, 1, 4}, o) * 0.5), bias = leaf(torch::randn({s.D}, o) * 0.5);
+            return std::vector<torch::Tensor>{x, w, bias};
+          },
+          [](const std::vector<torch::Tensor>& in, const Shape& s) {
+            return std::vector<torch::Tensor>{elman::ops::short_conv(in[0], in[1], in[2], true, s.impl)};
+          },
+          2048};
+}
+
+// Mamba2's gated norm, rmsnorm(y silu(z)) w over rows of --D: y contiguous (the scan's output), z at column 4 of a
+// projection 28 columns wider; n in --dtype (the autocast dtype).
+OpCase gated_norm() {
+  return {[](const Shape& s) {
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            return std::vector<torch::Tensor>{leaf(torch::randn({s.B, s.T, s.D}, o.dtype(s.dtype))),
+                                              projection_slice(s, s.D + 28, 4, s.D), leaf(torch::ones({s.D}, o))};
+          },
+          [](const std::vector<torch::Tensor>& in, const Shape& s) {
+            return std::vector<torch::Tensor>{elman::ops::gated_rms_norm(
+                in[0], in[1], in[2], elman::ops::GateOrder::GateThenNorm, 1e-5, s.dtype, s.impl)};
+          },
+          1792};
+}
+
+// GatedDeltaNet's output norm at the 100M heads, rmsnorm(o) w silu(gate) per head (H 6, V 256): the gate viewed
+// per head inside the 4620-wide projection at column 3072, as the layer reads it.
+OpCase gated_norm_gdn() {
+  return {[](const Shape& s) {
+            auto o = torch::TensorOptions().device(torch::kCUDA);
+            return std::vector<torch::Tensor>{leaf(torch::randn({s.B, s.T, 6, 256}, o.dtype(s.dtype))),
+                                              projection_slice(s, 4620, 3072, 6 * 256), leaf(torch::ones({256}, o))};
+          },
+          [](const std::vector<torch::Tensor>& in, const Shape& s) {
+            auto gate = in[1].view({s.B, s.T, 6, 256});
+            return std::vector<torch::Tensor>{elman::ops::gated_rms_norm(
+                in[0], gate, in[2], elman::ops::GateOrder::NormThenGate, 1e-5, s.dtype, s.impl)};
+          }};
+}
+
 const std::map<std::string, OpCase>& ops() {
   static const std::map<std::string, OpCase> m = {
       {"dense-tanh", dense(elman::ops::DenseMode::Tanh)},
@@ -171,6 +230,9 @@ const std::map<std::string, OpCase>& ops() {
       {"slots-n8", slots(8)},
       {"gdn", gated_delta()},
       {"ssd", ssd()},
+      {"short_conv", short_conv()},
+      {"gated_norm", gated_norm()},
+      {"gated_norm_gdn", gated_norm_gdn()},
   };
   return m;
 }
@@ -205,7 +267,9 @@ int main(int argc, char** argv) {
     const std::string name = argv[1];
     const auto it = ops().find(name);
     if (it == ops().end()) usage("unknown op '" + name + "'");
+    const OpCase& op = it->second;
     Shape s;
+    if (op.default_D > 0) s.D = op.default_D;
     int iters = 10;
     for (int i = 2; i < argc; i += 2) {
       const std::string k = argv[i];
@@ -222,7 +286,6 @@ int main(int argc, char** argv) {
     }
     if (!torch::cuda::is_available()) throw std::runtime_error("elman-opbench needs a CUDA GPU");
     torch::manual_seed(0);
-    const OpCase& op = it->second;
     auto in = op.inputs(s);
     const double fwd = time_ms([&] {
       torch::NoGradGuard ng;

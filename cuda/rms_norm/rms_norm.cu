@@ -11,6 +11,8 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/dispatch.h"
+#include "cuda/common/reduce.cuh"
 #include "cuda/common/vec.cuh"
 #include "cuda/rms_norm/rms_norm.h"
 #include "ops/common/alloc.h"
@@ -19,11 +21,6 @@ namespace elman::cuda {
 namespace {
 constexpr int kThreads = 256;  // 8 rows at a time per block
 constexpr int kMaxC = 12288;   // the backward's per-block dw partial lives in 48 KB of shared memory
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 template <typename R, typename Y, typename O, int V>
 __global__ void __launch_bounds__(kThreads) add_rms_norm_fwd_kernel(const R* __restrict__ res, const Y* __restrict__ y,
@@ -103,13 +100,6 @@ __global__ void __launch_bounds__(kThreads) add_rms_norm_bwd_kernel(const R* __r
   }
   __syncthreads();
   for (int c = threadIdx.x; c < C; c += blockDim.x) dw_part[static_cast<int64_t>(blockIdx.x) * C + c] = dw_s[c];
-}
-
-// Calls f with a value of the C++ type of t (float or c10::BFloat16).
-template <typename F>
-void with_type(at::ScalarType t, F&& f) {
-  if (t == at::kFloat) f(float{});
-  else f(c10::BFloat16{});
 }
 
 // 4 elements per access when the row length and every pointer allow it, else 1.

@@ -1,13 +1,18 @@
 #include "models/mixers/gated_deltanet.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <cmath>
 
 #include "models/param.h"
 #include "ops/gated_delta/gated_delta.h"
+#include "ops/gated_norm/gated_norm.h"
+#include "ops/short_conv/short_conv.h"
 
 namespace elman::models {
 
-GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg) : impl_(cfg.impl) {
+GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg)
+    : impl_(cfg.impl), fused_impl_(cfg.impl == ops::Impl::Kernel ? ops::Impl::Kernel : ops::Impl::Reference) {
   TORCH_CHECK(cfg.heads > 0 || cfg.dim % kKeyHeadDim == 0, "gdn: dim ", cfg.dim, " must be a multiple of ",
               kKeyHeadDim, " (key head dim ", kKeyHeadDim, " by default), or set --heads to a divisor of it");
   heads_ = cfg.heads > 0 ? cfg.heads : cfg.dim / kKeyHeadDim;
@@ -36,14 +41,10 @@ GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg) : impl_(cfg.impl)
 torch::Tensor GatedDeltaNetMixer::forward(const torch::Tensor& u) {
   const int64_t Bsz = u.size(0), T = u.size(1), H = heads_, conv_ch = 2 * H * dk_ + H * dv_;
   auto proj = torch::linear(u, in_proj_);
-  auto qkv = proj.narrow(-1, 0, conv_ch);
+  // Depthwise causal conv + SiLU, reading q, k, v in place inside proj.
+  auto qkv = ops::short_conv(proj.narrow(-1, 0, conv_ch), conv_weight_, torch::Tensor(), true, fused_impl_);
   auto gate = proj.narrow(-1, conv_ch, H * dv_).reshape({Bsz, T, H, dv_});
   auto a = proj.narrow(-1, conv_ch + H * dv_, H), b = proj.narrow(-1, conv_ch + H * dv_ + H, H);
-  // Depthwise causal conv: pad kConvWidth - 1 steps on the left (conv1d pads both sides; keep the first T).
-  qkv = torch::conv1d(qkv.transpose(1, 2), conv_weight_, {}, 1, kConvWidth - 1, 1, conv_ch)
-            .narrow(2, 0, T)
-            .transpose(1, 2);
-  qkv = torch::silu(qkv);
   auto l2norm = [&](const torch::Tensor& x) {
     auto xf = x.reshape({Bsz, T, H, dk_}).to(torch::kFloat);
     return xf * torch::rsqrt(xf.square().sum(-1, true) + 1e-6);
@@ -54,8 +55,11 @@ torch::Tensor GatedDeltaNetMixer::forward(const torch::Tensor& u) {
   auto beta = torch::sigmoid(b.to(torch::kFloat));
   auto g = -torch::exp(A_log_.to(torch::kFloat)) * torch::softplus(a.to(torch::kFloat) + dt_bias_.to(torch::kFloat));
   auto o = ops::gated_delta(q, k, v, g, beta, torch::Tensor(), impl_)[0];  // [B,T,H,V]
-  auto normed = at::rms_norm(o.to(torch::kFloat), {dv_}, o_norm_.to(torch::kFloat), 1e-5) *
-                torch::silu(gate.to(torch::kFloat));
+  // Gated RMSNorm per head, in the autocast dtype under autocast (out_proj reads it without a cast), else u's.
+  const auto dev = u.device().type();
+  const auto out_dtype =
+      at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : u.scalar_type();
+  auto normed = ops::gated_rms_norm(o, gate, o_norm_, ops::GateOrder::NormThenGate, 1e-5, out_dtype, fused_impl_);
   return torch::linear(normed.reshape({Bsz, T, H * dv_}), out_proj_);
 }
 

@@ -10,7 +10,10 @@
 // Init: in/out_proj and the conv like torch's Linear/Conv1d defaults, U(+-1/sqrt(fan_in)); A_log = log U(0, 16);
 // dt_bias = inverse softplus of dt ~ log-uniform [1e-3, 1e-1] (floored at 1e-4); norm weight 1.
 // Per layer: dim (2 H K + 2 H V + 2 H) + 4 (2 H K + H V) + 2 H + V + H V dim parameters.
-// The conv and projections run in the autocast dtype; the normalisation, gates and the output norm in fp32.
+// The conv (ops/short_conv: conv + SiLU in one op, reading q, k, v in place in in_proj's output) and the output norm
+// (ops/gated_norm, NormThenGate, one row per head) run our kernels under --impl kernel, else their LibTorch
+// references (as the LM's norms do). The conv and projections run in the autocast dtype (the conv's math in fp32);
+// the normalisation and gates in fp32; the output norm computes in fp32 and hands out_proj the autocast dtype.
 #pragma once
 #include "models/mixer.h"
 
@@ -24,7 +27,8 @@ class GatedDeltaNetMixer : public Mixer {
   torch::Tensor forward(const torch::Tensor& x) override;
 
  private:
-  ops::Impl impl_;
+  ops::Impl impl_;        // the gated delta rule: kernel, chunked or reference
+  ops::Impl fused_impl_;  // the conv and the gated norm: Kernel under --impl kernel, else Reference
   int64_t heads_, dk_, dv_;
   torch::Tensor in_proj_, conv_weight_, A_log_, dt_bias_, o_norm_, out_proj_;
 };

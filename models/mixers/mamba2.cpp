@@ -1,13 +1,18 @@
 #include "models/mixers/mamba2.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <cmath>
 
 #include "models/param.h"
+#include "ops/gated_norm/gated_norm.h"
+#include "ops/short_conv/short_conv.h"
 #include "ops/ssd/ssd.h"
 
 namespace elman::models {
 
-Mamba2Mixer::Mamba2Mixer(const ModelConfig& cfg) : impl_(cfg.impl) {
+Mamba2Mixer::Mamba2Mixer(const ModelConfig& cfg)
+    : impl_(cfg.impl), fused_impl_(cfg.impl == ops::Impl::Kernel ? ops::Impl::Kernel : ops::Impl::Reference) {
   d_inner_ = kExpand * cfg.dim;
   TORCH_CHECK(d_inner_ % kHeadDim == 0, "mamba2: dim ", cfg.dim, " must be a multiple of ", kHeadDim / kExpand,
               " (d_inner = 2 dim is split into heads of ", kHeadDim, ")");
@@ -40,20 +45,20 @@ torch::Tensor Mamba2Mixer::forward(const torch::Tensor& u) {
   const int64_t Bsz = u.size(0), T = u.size(1), N = kDState, conv_ch = d_inner_ + 2 * N;
   auto proj = torch::linear(u, in_proj_);
   auto z = proj.narrow(-1, 0, d_inner_);
-  auto xBC = proj.narrow(-1, d_inner_, conv_ch);
   auto dt_raw = proj.narrow(-1, d_inner_ + conv_ch, heads_);
-  // Depthwise causal conv: pad kConvWidth - 1 steps on the left (conv1d pads both sides; keep the first T).
-  xBC = torch::conv1d(xBC.transpose(1, 2), conv_weight_, conv_bias_, 1, kConvWidth - 1, 1, conv_ch)
-            .narrow(2, 0, T)
-            .transpose(1, 2);
-  xBC = torch::silu(xBC);
+  // Depthwise causal conv + SiLU, reading xBC in place inside proj.
+  auto xBC = ops::short_conv(proj.narrow(-1, d_inner_, conv_ch), conv_weight_, conv_bias_, true, fused_impl_);
   auto x = xBC.narrow(-1, 0, d_inner_).reshape({Bsz, T, heads_, kHeadDim});
   auto Bm = xBC.narrow(-1, d_inner_, N), Cm = xBC.narrow(-1, d_inner_ + N, N);
   auto dt = torch::softplus(dt_raw.to(torch::kFloat) + dt_bias_.to(torch::kFloat));
   auto A = -torch::exp(A_log_.to(torch::kFloat));
   auto y = ops::ssd(x, dt, A, Bm, Cm, D_, torch::Tensor(), impl_)[0];
-  auto gated = y.reshape({Bsz, T, d_inner_}) * torch::silu(z);
-  auto normed = at::rms_norm(gated.to(torch::kFloat), {d_inner_}, norm_.to(torch::kFloat), 1e-5);
+  // The normed output comes in the autocast dtype under autocast (out_proj reads it without a cast), else u's.
+  const auto dev = u.device().type();
+  const auto out_dtype =
+      at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : u.scalar_type();
+  auto normed = ops::gated_rms_norm(y.reshape({Bsz, T, d_inner_}), z, norm_, ops::GateOrder::GateThenNorm, 1e-5,
+                                    out_dtype, fused_impl_);
   return torch::linear(normed, out_proj_);
 }
 

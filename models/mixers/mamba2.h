@@ -6,8 +6,10 @@
 //   out = out_proj(RMSNorm(y * SiLU(z)) with weight, eps 1e-5)  (no bias)
 // Init: in/out_proj and the conv like torch's Linear/Conv1d defaults, U(+-1/sqrt(fan_in)); dt_bias = inverse
 // softplus of dt ~ log-uniform [1e-3, 1e-1] (floored at 1e-4); A_log = log U[1, 16]; D = 1; norm weight 1.
-// The conv and projections run in the autocast dtype, the scan takes x, B, C in it (fp32 inside); dt, A and the
-// norm run in fp32.
+// The conv (ops/short_conv: conv + SiLU in one op, reading xBC in place in in_proj's output) and the gated norm
+// (ops/gated_norm, GateThenNorm) run our kernels under --impl kernel, else their LibTorch references (as the LM's
+// norms do). The projections run in the autocast dtype, the conv reads and writes it (fp32 math), the scan takes
+// x, B, C in it (fp32 inside); dt and A run in fp32; the norm computes in fp32 and hands out_proj the autocast dtype.
 #pragma once
 #include "models/mixer.h"
 
@@ -21,7 +23,8 @@ class Mamba2Mixer : public Mixer {
   torch::Tensor forward(const torch::Tensor& x) override;
 
  private:
-  ops::Impl impl_;
+  ops::Impl impl_;        // the SSD scan: kernel, chunked or reference
+  ops::Impl fused_impl_;  // the conv and the gated norm: Kernel under --impl kernel, else Reference
   int64_t d_inner_, heads_;
   torch::Tensor in_proj_, conv_weight_, conv_bias_, dt_bias_, A_log_, D_, norm_, out_proj_;
 };

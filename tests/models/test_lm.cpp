@@ -1,10 +1,12 @@
 // The LM scaffold with each mixer: shapes, initial loss, causality, kernel vs reference at equal weights.
 #include <array>
+#include <tuple>
 
 #include "models/lm.h"
 #include "models/registry.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
+#include "tests/support/op_checks.h"
 
 using namespace elman;
 
@@ -83,6 +85,7 @@ TEST_CASE("every chunked-scan LM agrees with its reference LM at identical weigh
 
 TEST_CASE("every kernel LM agrees with its reference LM at identical weights", "[lm][gpu]") {
   REQUIRE(torch::cuda::is_available());
+  const test::NoCudnnTf32 no_tf32;  // mamba2's and gdn's reference conv is torch::conv1d, their kernel conv fp32
   for (const auto& spec : models::all_models()) {
     if (spec.name == "gdn") continue;  // its kernel needs key head dim 128, beyond the tiny LM (tests/models/test_gdn.cpp)
     std::printf("%s\n", spec.name.c_str());
@@ -99,6 +102,39 @@ TEST_CASE("every kernel LM agrees with its reference LM at identical weights", "
     auto pr = ref->named_parameters(), pk = ker->named_parameters();
     for (const auto& item : pr)
       test::expect_close(spec.name + " grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
+  }
+}
+
+TEST_CASE("the mamba2 and gdn kernel LMs (scan, short conv, gated norm) agree with their reference LMs at odd T",
+          "[lm][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  const test::NoCudnnTf32 no_tf32;
+  // mamba2 at dim 128: d_inner 256, 4 heads, 512 conv channels; gdn at dim 256 with 2 heads: key dim 128 (its
+  // kernel's), 1024 conv channels, per-head norms over 256 values of a gate read inside the projection.
+  for (const auto& [name, dim, heads] : std::vector<std::tuple<std::string, int64_t, int64_t>>{{"mamba2", 128, 0},
+                                                                                               {"gdn", 256, 2}}) {
+    std::printf("%s\n", name.c_str());
+    models::ModelConfig base = models::find_model(name).defaults;
+    base.name = name, base.dim = dim, base.depth = 2, base.heads = heads;
+    auto cfg = [base](ops::Impl impl) {
+      auto c = base;
+      c.impl = impl;
+      return c;
+    };
+    torch::manual_seed(6);
+    models::LM ref(cfg(ops::Impl::Reference));
+    torch::manual_seed(6);
+    models::LM ker(cfg(ops::Impl::Kernel));
+    ref->to(torch::kCUDA), ker->to(torch::kCUDA);
+    // B 3, T 67: not a multiple of the scans' chunks or the conv kernel's runs of steps.
+    auto tokens = torch::randint(0, 256, {3, 68}, torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA));
+    auto lr = ref->loss(tokens.narrow(1, 0, 67), tokens.narrow(1, 1, 67));
+    auto lk = ker->loss(tokens.narrow(1, 0, 67), tokens.narrow(1, 1, 67));
+    lr.backward(), lk.backward();
+    test::expect_close(name + " loss", lr, lk, 1e-5);
+    auto pr = ref->named_parameters(), pk = ker->named_parameters();
+    for (const auto& item : pr)
+      test::expect_close(name + " grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
   }
 }
 

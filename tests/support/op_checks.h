@@ -1,6 +1,7 @@
 // Helpers shared by the op tests (kernel vs reference): leaf copies, optional gradients, a named comparison
 // of every output and gradient, and the check that an error is one line naming the problem.
 #pragma once
+#include <ATen/Context.h>
 #include <torch/torch.h>
 
 #include <string>
@@ -45,5 +46,15 @@ void require_error(F&& f, const std::string& needle) {
     CHECK(msg.find('\n') == std::string::npos);
   }
 }
+
+// While alive, cuDNN runs fp32 convolutions in true fp32 (LibTorch lets it use TF32 by default), so that fp32
+// comparisons against a reference built on torch::conv1d are not limited by TF32's 10-bit mantissa.
+struct NoCudnnTf32 {
+  bool was = at::globalContext().allowTF32CuDNN();
+  NoCudnnTf32() { at::globalContext().setAllowTF32CuDNN(false); }
+  ~NoCudnnTf32() { at::globalContext().setAllowTF32CuDNN(was); }
+  NoCudnnTf32(const NoCudnnTf32&) = delete;
+  NoCudnnTf32& operator=(const NoCudnnTf32&) = delete;
+};
 
 }  // namespace elman::test
