@@ -1,9 +1,6 @@
 #include "models/lm.h"
 
 #include "models/param.h"
-
-#include <ATen/autocast_mode.h>
-
 #include "ops/rms_norm/rms_norm.h"
 
 namespace elman::models {
@@ -31,7 +28,7 @@ Block::Block(const ModelConfig& cfg, Norm norm_kind, const MixerPtr& mixer_in, c
 LMImpl::LMImpl(const ModelConfig& cfg) : cfg_(cfg) {
   const auto& spec = find_model(cfg.name);
   norm_kind_ = spec.norm;
-  norm_impl_ = cfg.impl == ops::Impl::Kernel ? ops::Impl::Kernel : ops::Impl::Reference;
+  norm_impl_ = ops::fused_impl(cfg.impl);
   embedding_ = make_param(*this, "embedding", {kVocab, cfg.dim}, Init::Normal002, cfg.build);
   for (int64_t i = 0; i < cfg.depth; ++i) {
     auto block = std::make_shared<Block>(cfg, norm_kind_, spec.mixer(cfg), spec.mlp ? spec.mlp(cfg) : nullptr);
@@ -43,9 +40,7 @@ LMImpl::LMImpl(const ModelConfig& cfg) : cfg_(cfg) {
 torch::Tensor LMImpl::forward(const torch::Tensor& tokens) {
   auto h = torch::embedding(embedding_, tokens);  // the residual stream: fp32 master weights -> fp32
   torch::Tensor y;                                // the last branch's output, not yet added to the stream
-  const auto dev = h.device().type();             // the branches read the normed stream in the autocast dtype
-  const auto out_dtype = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev)
-                                                                 : h.scalar_type();
+  const auto out_dtype = ops::autocast_dtype_or(h);  // the branches read the normed stream in the autocast dtype
   // h += y, and the normed stream that the next branch (or the head) reads.
   auto add_norm = [&](const torch::Tensor& w, const torch::Tensor& b) {
     if (norm_kind_ == Norm::Layer) {

@@ -1,7 +1,5 @@
 #include "models/mixers/gated_deltanet.h"
 
-#include <ATen/autocast_mode.h>
-
 #include <cmath>
 
 #include "models/param.h"
@@ -12,7 +10,7 @@
 namespace elman::models {
 
 GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg)
-    : impl_(cfg.impl), fused_impl_(cfg.impl == ops::Impl::Kernel ? ops::Impl::Kernel : ops::Impl::Reference) {
+    : impl_(cfg.impl), fused_impl_(ops::fused_impl(cfg.impl)) {
   TORCH_CHECK(cfg.heads > 0 || cfg.dim % kKeyHeadDim == 0, "gdn: dim ", cfg.dim, " must be a multiple of ",
               kKeyHeadDim, " (key head dim ", kKeyHeadDim, " by default), or set --heads to a divisor of it");
   heads_ = cfg.heads > 0 ? cfg.heads : cfg.dim / kKeyHeadDim;
@@ -56,10 +54,8 @@ torch::Tensor GatedDeltaNetMixer::forward(const torch::Tensor& u) {
   auto g = -torch::exp(A_log_.to(torch::kFloat)) * torch::softplus(a.to(torch::kFloat) + dt_bias_.to(torch::kFloat));
   auto o = ops::gated_delta(q, k, v, g, beta, torch::Tensor(), impl_)[0];  // [B,T,H,V]
   // Gated RMSNorm per head, in the autocast dtype under autocast (out_proj reads it without a cast), else u's.
-  const auto dev = u.device().type();
-  const auto out_dtype =
-      at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : u.scalar_type();
-  auto normed = ops::gated_rms_norm(o, gate, o_norm_, ops::GateOrder::NormThenGate, 1e-5, out_dtype, fused_impl_);
+  auto normed = ops::gated_rms_norm(o, gate, o_norm_, ops::GateOrder::NormThenGate, 1e-5, ops::autocast_dtype_or(u),
+                                    fused_impl_);
   return torch::linear(normed.reshape({Bsz, T, H * dv_}), out_proj_);
 }
 

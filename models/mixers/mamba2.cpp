@@ -1,7 +1,5 @@
 #include "models/mixers/mamba2.h"
 
-#include <ATen/autocast_mode.h>
-
 #include <cmath>
 
 #include "models/param.h"
@@ -12,7 +10,7 @@
 namespace elman::models {
 
 Mamba2Mixer::Mamba2Mixer(const ModelConfig& cfg)
-    : impl_(cfg.impl), fused_impl_(cfg.impl == ops::Impl::Kernel ? ops::Impl::Kernel : ops::Impl::Reference) {
+    : impl_(cfg.impl), fused_impl_(ops::fused_impl(cfg.impl)) {
   d_inner_ = kExpand * cfg.dim;
   TORCH_CHECK(d_inner_ % kHeadDim == 0, "mamba2: dim ", cfg.dim, " must be a multiple of ", kHeadDim / kExpand,
               " (d_inner = 2 dim is split into heads of ", kHeadDim, ")");
@@ -54,11 +52,8 @@ torch::Tensor Mamba2Mixer::forward(const torch::Tensor& u) {
   auto A = -torch::exp(A_log_.to(torch::kFloat));
   auto y = ops::ssd(x, dt, A, Bm, Cm, D_, torch::Tensor(), impl_)[0];
   // The normed output comes in the autocast dtype under autocast (out_proj reads it without a cast), else u's.
-  const auto dev = u.device().type();
-  const auto out_dtype =
-      at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : u.scalar_type();
   auto normed = ops::gated_rms_norm(y.reshape({Bsz, T, d_inner_}), z, norm_, ops::GateOrder::GateThenNorm, 1e-5,
-                                    out_dtype, fused_impl_);
+                                    ops::autocast_dtype_or(u), fused_impl_);
   return torch::linear(normed, out_proj_);
 }
 
