@@ -28,6 +28,16 @@ models::ModelConfig gdn_config(int64_t dim, int64_t depth, int64_t heads, ops::I
   c.name = "gdn", c.dim = dim, c.depth = depth, c.heads = heads, c.impl = impl;
   return c;
 }
+
+// The loss at the training precision: bf16 autocast with fp32 weights, as app/train.cpp runs it.
+torch::Tensor bf16_autocast_loss(models::LM& lm, const torch::Tensor& inputs, const torch::Tensor& targets) {
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  auto loss = lm->loss(inputs, targets);
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  at::autocast::clear_cache();
+  return loss;
+}
 }  // namespace
 
 TEST_CASE("gdn parameter counts are exact: the 100M configuration and small ones", "[lm][gdn]") {
@@ -95,12 +105,7 @@ TEST_CASE("a small gdn LM on the GPU: chunked equals reference in fp32, and bf16
     fp32_grads[item.key()] = item.value().grad().clone();
     item.value().grad().zero_();
   }
-  // The training precision: bf16 autocast with fp32 weights, as app/train.cpp runs it.
-  at::autocast::set_autocast_enabled(at::kCUDA, true);
-  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-  auto lb = chk->loss(inputs, targets);
-  at::autocast::set_autocast_enabled(at::kCUDA, false);
-  at::autocast::clear_cache();
+  auto lb = bf16_autocast_loss(chk, inputs, targets);
   lb.backward();
   // bf16 matmuls in the projections and the scan. Calibrated with the CPU's bf16 autocast on this test: ~2.5% for
   // the weight grads; the per-head decay grads (A_log, dt_bias: a few numbers, each a sum with cancellation) ~9%.
@@ -132,11 +137,7 @@ TEST_CASE("a gdn LM with 128-wide key heads on the GPU: the kernel equals the ch
     fp32[item.key()] = item.value().grad().clone();
     item.value().grad().zero_(), pk[item.key()].grad().zero_();
   }
-  at::autocast::set_autocast_enabled(at::kCUDA, true);
-  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-  auto bc = chk->loss(inputs, targets), bk = ker->loss(inputs, targets);
-  at::autocast::set_autocast_enabled(at::kCUDA, false);
-  at::autocast::clear_cache();
+  auto bc = bf16_autocast_loss(chk, inputs, targets), bk = bf16_autocast_loss(ker, inputs, targets);
   bc.backward(), bk.backward();
   test::expect_close("gdn kernel bf16 loss", bc, bk, 1e-3);
   // Both bf16 runs against the fp32 gradients: the kernel's bf16 operands may lose no more than the chunked scan's

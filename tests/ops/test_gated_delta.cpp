@@ -179,6 +179,18 @@ std::vector<torch::Tensor> run_kernel(const Inputs& in) {
     return ops::gated_delta(a[0], a[1], a[2], a[3], a[4], a[5], ops::Impl::Kernel);
   });
 }
+// The op as two calls in one graph: steps [0, t1), then [t1, T) from the first call's final state.
+OpFn split_at(int64_t t1, ops::Impl impl) {
+  return [t1, impl](const std::vector<torch::Tensor>& a) {
+    auto part = [&](int64_t t0, int64_t len, const torch::Tensor& h0) {
+      return ops::gated_delta(a[0].narrow(1, t0, len), a[1].narrow(1, t0, len), a[2].narrow(1, t0, len),
+                              a[3].narrow(1, t0, len), a[4].narrow(1, t0, len), h0, impl);
+    };
+    auto first = part(0, t1, a[5]);
+    auto second = part(t1, a[0].size(1) - t1, first[1]);
+    return std::vector<torch::Tensor>{torch::cat({first[0], second[0]}, 1), second[1]};
+  };
+}
 
 const std::vector<std::string> kNames = {"o", "S_T", "dq", "dk", "dv", "dg", "dbeta", "dh0"};
 
@@ -222,20 +234,7 @@ TEST_CASE("gated_delta_chunked: a sequence split at a step inside a chunk equals
   auto in = to_double(make_inputs(2, 150, 2, 8, 16, torch::kDouble, torch::kCPU));
   auto whole = run_chunked(in);
   // The split: 70 then 80 steps, the second part starting from the first's final state, one graph for both.
-  std::vector<torch::Tensor> leaves;
-  for (const auto* t : {&in.q, &in.k, &in.v, &in.g, &in.beta, &in.h0}) leaves.push_back(test::leaf(*t));
-  auto part = [&](int64_t t0, int64_t len, const torch::Tensor& h0) {
-    return ops::gated_delta_chunked(leaves[0].narrow(1, t0, len), leaves[1].narrow(1, t0, len),
-                                    leaves[2].narrow(1, t0, len), leaves[3].narrow(1, t0, len),
-                                    leaves[4].narrow(1, t0, len), h0);
-  };
-  auto first = part(0, 70, leaves[5]);
-  auto second = part(70, 80, first[1]);
-  std::vector<torch::Tensor> out = {torch::cat({first[0], second[0]}, 1), second[1]};
-  loss_of(out, in).backward();
-  std::vector<torch::Tensor> split = out;
-  for (auto& l : leaves) split.push_back(l.grad());
-  expect_all_close("split 70+80", whole, split, 1e-12);
+  expect_all_close("split 70+80", whole, run(in, split_at(70, ops::Impl::Chunked)), 1e-12);
 }
 
 TEST_CASE("gated_delta_chunked with the 100M head sizes (K 128, V 256) and strong decay against fp64", "[gated_delta]") {
@@ -366,17 +365,5 @@ TEST_CASE("the gated_delta kernel: a sequence split inside a chunk equals the wh
   torch::manual_seed(9);
   auto in = make_inputs(2, 150, 2, 128, 64, torch::kFloat, torch::kCUDA);
   auto whole = run_kernel(in);
-  std::vector<torch::Tensor> leaves;
-  for (const auto* t : {&in.q, &in.k, &in.v, &in.g, &in.beta, &in.h0}) leaves.push_back(test::leaf(*t));
-  auto part = [&](int64_t t0, int64_t len, const torch::Tensor& h0) {
-    return ops::gated_delta(leaves[0].narrow(1, t0, len), leaves[1].narrow(1, t0, len), leaves[2].narrow(1, t0, len),
-                            leaves[3].narrow(1, t0, len), leaves[4].narrow(1, t0, len), h0, ops::Impl::Kernel);
-  };
-  auto first = part(0, 70, leaves[5]);
-  auto second = part(70, 80, first[1]);
-  std::vector<torch::Tensor> out = {torch::cat({first[0], second[0]}, 1), second[1]};
-  loss_of(out, in).backward();
-  std::vector<torch::Tensor> split = out;
-  for (auto& l : leaves) split.push_back(l.grad());
-  expect_kernel_close("split 70+80", whole, split, 1e-4, 1e-4);
+  expect_kernel_close("split 70+80", whole, run(in, split_at(70, ops::Impl::Kernel)), 1e-4, 1e-4);
 }
