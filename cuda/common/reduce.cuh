@@ -1,4 +1,4 @@
-// Warp-level reductions shared by the row kernels (rms_norm, gated_norm).
+// Warp-level reductions shared by the kernels (rms_norm, gated_norm, the gated delta state pass).
 #pragma once
 
 namespace elman::cuda {

@@ -26,6 +26,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/common/reduce.cuh"
+
 namespace elman::cuda::gdn {
 
 constexpr int kThreads = 512;
@@ -169,8 +171,7 @@ __device__ __forceinline__ void to_op(T* dst, int ldd, const float* src, int lds
 // Deterministic block sum of one float per thread (fixed order); every thread gets the result. red: kWarps
 // floats of shared memory, free before the call; contains two __syncthreads().
 __device__ __forceinline__ float block_sum(float x, float* red) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  x = warp_sum(x);
   if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
   __syncthreads();
   float s = 0.f;
