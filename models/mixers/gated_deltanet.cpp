@@ -38,18 +38,20 @@ GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg)
 
 torch::Tensor GatedDeltaNetMixer::forward(const torch::Tensor& u) {
   const int64_t Bsz = u.size(0), T = u.size(1), H = heads_, conv_ch = 2 * H * dk_ + H * dv_;
-  auto proj = torch::linear(u, in_proj_);
-  // Depthwise causal conv + SiLU, reading q, k, v in place inside proj.
-  auto qkv = ops::short_conv(proj.narrow(-1, 0, conv_ch), conv_weight_, torch::Tensor(), true, fused_impl_);
-  auto gate = proj.narrow(-1, conv_ch, H * dv_).reshape({Bsz, T, H, dv_});
-  auto a = proj.narrow(-1, conv_ch + H * dv_, H), b = proj.narrow(-1, conv_ch + H * dv_ + H, H);
+  // The pieces are views of one split, whose backward writes each gradient once by concatenation (see Mamba2Mixer).
+  const auto pieces = torch::linear(u, in_proj_).split_with_sizes({conv_ch, H * dv_, H, H}, -1);
+  // Depthwise causal conv + SiLU, reading q, k, v in place inside the projection.
+  const auto qkv = ops::short_conv(pieces[0], conv_weight_, torch::Tensor(), true, fused_impl_)
+                       .split_with_sizes({H * dk_, H * dk_, H * dv_}, -1);
+  auto gate = pieces[1].reshape({Bsz, T, H, dv_});
+  const auto &a = pieces[2], &b = pieces[3];
   auto l2norm = [&](const torch::Tensor& x) {
     auto xf = x.reshape({Bsz, T, H, dk_}).to(torch::kFloat);
     return xf * torch::rsqrt(xf.square().sum(-1, true) + 1e-6);
   };
-  auto q = l2norm(qkv.narrow(-1, 0, H * dk_)) / std::sqrt(static_cast<double>(dk_));
-  auto k = l2norm(qkv.narrow(-1, H * dk_, H * dk_));
-  auto v = qkv.narrow(-1, 2 * H * dk_, H * dv_).reshape({Bsz, T, H, dv_});
+  auto q = l2norm(qkv[0]) / std::sqrt(static_cast<double>(dk_));
+  auto k = l2norm(qkv[1]);
+  auto v = qkv[2].reshape({Bsz, T, H, dv_});
   auto beta = torch::sigmoid(b.to(torch::kFloat));
   auto g = -torch::exp(A_log_.to(torch::kFloat)) * torch::softplus(a.to(torch::kFloat) + dt_bias_.to(torch::kFloat));
   auto o = ops::gated_delta(q, k, v, g, beta, torch::Tensor(), impl_)[0];  // [B,T,H,V]

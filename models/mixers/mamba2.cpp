@@ -41,13 +41,16 @@ Mamba2Mixer::Mamba2Mixer(const ModelConfig& cfg)
 
 torch::Tensor Mamba2Mixer::forward(const torch::Tensor& u) {
   const int64_t Bsz = u.size(0), T = u.size(1), N = kDState, conv_ch = d_inner_ + 2 * N;
-  auto proj = torch::linear(u, in_proj_);
-  auto z = proj.narrow(-1, 0, d_inner_);
-  auto dt_raw = proj.narrow(-1, d_inner_ + conv_ch, heads_);
-  // Depthwise causal conv + SiLU, reading xBC in place inside proj.
-  auto xBC = ops::short_conv(proj.narrow(-1, d_inner_, conv_ch), conv_weight_, conv_bias_, true, fused_impl_);
-  auto x = xBC.narrow(-1, 0, d_inner_).reshape({Bsz, T, heads_, kHeadDim});
-  auto Bm = xBC.narrow(-1, d_inner_, N), Cm = xBC.narrow(-1, d_inner_ + N, N);
+  // The projection's pieces are views of one split (not one narrow each): its backward writes the gradient of
+  // proj once, by concatenation, where a narrow's backward zero-fills a full-width gradient per piece and autograd
+  // then adds those up.
+  const auto pieces = torch::linear(u, in_proj_).split_with_sizes({d_inner_, conv_ch, heads_}, -1);
+  const auto &z = pieces[0], &dt_raw = pieces[2];
+  // Depthwise causal conv + SiLU, reading xBC in place inside the projection.
+  const auto xBC =
+      ops::short_conv(pieces[1], conv_weight_, conv_bias_, true, fused_impl_).split_with_sizes({d_inner_, N, N}, -1);
+  auto x = xBC[0].reshape({Bsz, T, heads_, kHeadDim});
+  const auto &Bm = xBC[1], &Cm = xBC[2];
   auto dt = torch::softplus(dt_raw.to(torch::kFloat) + dt_bias_.to(torch::kFloat));
   auto A = -torch::exp(A_log_.to(torch::kFloat));
   auto y = ops::ssd(x, dt, A, Bm, Cm, D_, torch::Tensor(), impl_)[0];
