@@ -32,6 +32,39 @@ std::vector<models::ModelConfig> e74_diagonal_variants(ops::Impl impl = ops::Imp
   return out;
 }
 std::string variant_name(const models::ModelConfig& c) { return c.update + "-" + c.projection + "-" + c.nonlinearity; }
+
+// The E74 reference's W_q and W_z, which its cell never reads (spec 2.19).
+bool never_read(const std::string& key) {
+  return key.size() > 4 && (key.substr(key.size() - 4) == ".w_q" || key.substr(key.size() - 4) == ".w_z");
+}
+
+// Builds LMs from `a` and `b` after the same seed (identical weights), runs both on the same B x T bytes on
+// `device` and compares the losses (to loss_ratio) and every parameter's gradient (to 1e-4). Parameters for which
+// `unread` is true must have no gradient on either side; any other must have one on both.
+void expect_lms_agree(const std::string& name, const models::ModelConfig& a, const models::ModelConfig& b,
+                      uint64_t seed, int64_t B, int64_t T, torch::Device device, double loss_ratio,
+                      bool (*unread)(const std::string&) = nullptr) {
+  torch::manual_seed(seed);
+  models::LM la(a);
+  torch::manual_seed(seed);
+  models::LM lb(b);
+  la->to(device), lb->to(device);
+  auto tokens = torch::randint(0, 256, {B, T + 1}, torch::TensorOptions().dtype(torch::kLong).device(device));
+  auto loss_a = la->loss(tokens.narrow(1, 0, T), tokens.narrow(1, 1, T));
+  auto loss_b = lb->loss(tokens.narrow(1, 0, T), tokens.narrow(1, 1, T));
+  loss_a.backward(), loss_b.backward();
+  test::expect_close(name + " loss", loss_a, loss_b, loss_ratio);
+  auto pa = la->named_parameters(), pb = lb->named_parameters();
+  for (const auto& item : pa) {
+    if (unread != nullptr && unread(item.key())) {
+      INFO(name << " " << item.key());
+      CHECK(!item.value().grad().defined());
+      CHECK(!pb[item.key()].grad().defined());
+      continue;
+    }
+    test::expect_close(name + " grad " + item.key(), item.value().grad(), pb[item.key()].grad(), 1e-4);
+  }
+}
 }  // namespace
 
 TEST_CASE("a fresh LM predicts bytes near uniformly", "[lm]") {
@@ -67,19 +100,9 @@ TEST_CASE("every model is causal: later bytes do not change earlier logits", "[l
 TEST_CASE("every chunked-scan LM agrees with its reference LM at identical weights", "[lm]") {
   for (const auto& spec : models::all_models()) {
     if (!spec.chunked) continue;
-    torch::manual_seed(4);
-    models::LM ref(tiny(spec, ops::Impl::Reference));
-    torch::manual_seed(4);
-    models::LM chk(tiny(spec, ops::Impl::Chunked));
     // T = 70: one full chunk of 64 and a partial one.
-    auto tokens = torch::randint(0, 256, {2, 71}, torch::kLong);
-    auto lr = ref->loss(tokens.narrow(1, 0, 70), tokens.narrow(1, 1, 70));
-    auto lc = chk->loss(tokens.narrow(1, 0, 70), tokens.narrow(1, 1, 70));
-    lr.backward(), lc.backward();
-    test::expect_close(spec.name + " loss", lr, lc, 1e-6);
-    auto pr = ref->named_parameters(), pc = chk->named_parameters();
-    for (const auto& item : pr)
-      test::expect_close(spec.name + " grad " + item.key(), item.value().grad(), pc[item.key()].grad(), 1e-4);
+    expect_lms_agree(spec.name, tiny(spec, ops::Impl::Reference), tiny(spec, ops::Impl::Chunked), 4, 2, 70,
+                     torch::kCPU, 1e-6);
   }
 }
 
@@ -89,19 +112,8 @@ TEST_CASE("every kernel LM agrees with its reference LM at identical weights", "
   for (const auto& spec : models::all_models()) {
     if (spec.name == "gdn") continue;  // its kernel needs key head dim 128, beyond the tiny LM (tests/models/test_gdn.cpp)
     std::printf("%s\n", spec.name.c_str());
-    torch::manual_seed(3);
-    models::LM ref(tiny(spec, ops::Impl::Reference));
-    torch::manual_seed(3);
-    models::LM ker(tiny(spec, ops::Impl::Kernel));
-    ref->to(torch::kCUDA), ker->to(torch::kCUDA);
-    auto tokens = torch::randint(0, 256, {3, 65}, torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA));
-    auto lr = ref->loss(tokens.narrow(1, 0, 64), tokens.narrow(1, 1, 64));
-    auto lk = ker->loss(tokens.narrow(1, 0, 64), tokens.narrow(1, 1, 64));
-    lr.backward(), lk.backward();
-    test::expect_close(spec.name + " loss", lr, lk, 1e-5);
-    auto pr = ref->named_parameters(), pk = ker->named_parameters();
-    for (const auto& item : pr)
-      test::expect_close(spec.name + " grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
+    expect_lms_agree(spec.name, tiny(spec, ops::Impl::Reference), tiny(spec, ops::Impl::Kernel), 3, 3, 64,
+                     torch::kCUDA, 1e-5);
   }
 }
 
@@ -116,25 +128,11 @@ TEST_CASE("the mamba2 and gdn kernel LMs (scan, short conv, gated norm) agree wi
     std::printf("%s\n", name.c_str());
     models::ModelConfig base = models::find_model(name).defaults;
     base.name = name, base.dim = dim, base.depth = 2, base.heads = heads;
-    auto cfg = [base](ops::Impl impl) {
-      auto c = base;
-      c.impl = impl;
-      return c;
-    };
-    torch::manual_seed(6);
-    models::LM ref(cfg(ops::Impl::Reference));
-    torch::manual_seed(6);
-    models::LM ker(cfg(ops::Impl::Kernel));
-    ref->to(torch::kCUDA), ker->to(torch::kCUDA);
+    auto ker = base;
+    ker.impl = ops::Impl::Kernel;
+    base.impl = ops::Impl::Reference;
     // B 3, T 67: not a multiple of the scans' chunks or the conv kernel's runs of steps.
-    auto tokens = torch::randint(0, 256, {3, 68}, torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA));
-    auto lr = ref->loss(tokens.narrow(1, 0, 67), tokens.narrow(1, 1, 67));
-    auto lk = ker->loss(tokens.narrow(1, 0, 67), tokens.narrow(1, 1, 67));
-    lr.backward(), lk.backward();
-    test::expect_close(name + " loss", lr, lk, 1e-5);
-    auto pr = ref->named_parameters(), pk = ker->named_parameters();
-    for (const auto& item : pr)
-      test::expect_close(name + " grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
+    expect_lms_agree(name, base, ker, 6, 3, 67, torch::kCUDA, 1e-5);
   }
 }
 
@@ -150,9 +148,7 @@ TEST_CASE("the E74 diagonal LMs train every weight the cell reads, and only the 
     int unused = 0;
     for (const auto& item : lm->named_parameters()) {
       INFO(item.key());
-      const auto& key = item.key();
-      const bool never_read = key.size() > 4 && (key.substr(key.size() - 4) == ".w_q" || key.substr(key.size() - 4) == ".w_z");
-      if (never_read) {
+      if (never_read(item.key())) {
         CHECK(!item.value().grad().defined());
         ++unused;
       } else {
@@ -178,24 +174,7 @@ TEST_CASE("the E74 diagonal kernel LMs agree with their reference LMs at identic
   for (size_t i = 0; i < ref_cfgs.size(); ++i) {
     const auto name = variant_name(ref_cfgs[i]);
     std::printf("e74 diagonal %s\n", name.c_str());
-    torch::manual_seed(5);
-    models::LM ref(ref_cfgs[i]);
-    torch::manual_seed(5);
-    models::LM ker(ker_cfgs[i]);
-    ref->to(torch::kCUDA), ker->to(torch::kCUDA);
-    auto tokens = torch::randint(0, 256, {3, 65}, torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA));
-    auto lr = ref->loss(tokens.narrow(1, 0, 64), tokens.narrow(1, 1, 64));
-    auto lk = ker->loss(tokens.narrow(1, 0, 64), tokens.narrow(1, 1, 64));
-    lr.backward(), lk.backward();
-    test::expect_close(name + " loss", lr, lk, 1e-5);
-    auto pr = ref->named_parameters(), pk = ker->named_parameters();
-    for (const auto& item : pr) {
-      if (!item.value().grad().defined()) {  // the unused W_q, W_z: none on either side
-        CHECK(!pk[item.key()].grad().defined());
-        continue;
-      }
-      test::expect_close(name + " grad " + item.key(), item.value().grad(), pk[item.key()].grad(), 1e-4);
-    }
+    expect_lms_agree(name, ref_cfgs[i], ker_cfgs[i], 5, 3, 64, torch::kCUDA, 1e-5, never_read);
   }
 }
 
