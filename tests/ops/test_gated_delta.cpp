@@ -8,6 +8,7 @@
 #include "ops/gated_delta/gated_delta.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
+#include "tests/support/gated_delta_inputs.h"
 #include "tests/support/op_checks.h"
 
 using namespace elman;
@@ -15,23 +16,17 @@ using test::expect_close;
 using test::require_error;
 
 namespace {
-struct Inputs {
-  torch::Tensor q, k, v, g, beta, h0, dout, dh_T;  // h0 may be undefined (zeros)
+// The gated delta rule's inputs (tests/support/gated_delta_inputs.h) with h0 ~ N(0, 0.5) (may be undefined: zeros)
+// and the upstream gradients of o and S_T.
+struct Inputs : test::GatedDeltaInputs {
+  torch::Tensor h0, dout, dh_T;
 };
 
-// Random inputs in GatedDeltaNet's ranges: q, k L2-normalised per head (q scaled by 1/sqrt(K)), v ~ N(0, 1),
-// beta = sigmoid(N(0, 1)), g = -A softplus(N(-3, 1)) with A in [1, 16] (the layer's -exp(A_log) softplus(a + dt_bias)),
-// times `decay_scale` for stronger or weaker decay; h0 ~ N(0, 0.5).
 Inputs make_inputs(int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, torch::Dtype dtype, torch::Device dev,
                    double decay_scale = 1.0) {
   auto f = torch::TensorOptions().dtype(torch::kFloat).device(dev);
-  auto l2 = [](const torch::Tensor& x) { return x / x.norm(2, -1, true); };
   Inputs in;
-  in.q = (l2(torch::randn({B, T, H, K}, f)) / std::sqrt(static_cast<double>(K))).to(dtype);
-  in.k = l2(torch::randn({B, T, H, K}, f)).to(dtype);
-  in.v = torch::randn({B, T, H, V}, f).to(dtype);
-  in.g = -decay_scale * torch::exp(torch::rand({H}, f) * std::log(16.0)) * torch::softplus(torch::randn({B, T, H}, f) - 3.0);
-  in.beta = torch::sigmoid(torch::randn({B, T, H}, f));
+  static_cast<test::GatedDeltaInputs&>(in) = test::gated_delta_inputs(B, T, H, K, V, dtype, dev, decay_scale);
   in.h0 = 0.5 * torch::randn({B, H, K, V}, f);
   in.dout = torch::randn({B, T, H, V}, f).to(dtype);
   in.dh_T = torch::randn({B, H, K, V}, f);

@@ -2,11 +2,10 @@
 // of Impl::Kernel) against the LibTorch chunked preparation it replaces (ops::gated_delta_chunk_prep): every output
 // and every input gradient under random upstream gradients for all six outputs (GPU), and its argument checks (CPU).
 // Kernel outputs start as NaN in the tests (tests/main.cpp turns poisoning on), so an unwritten element fails.
-#include <cmath>
-
 #include "ops/gated_delta/gated_delta.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
+#include "tests/support/gated_delta_inputs.h"
 #include "tests/support/op_checks.h"
 
 using namespace elman;
@@ -14,25 +13,11 @@ using test::expect_close;
 using test::require_error;
 
 namespace {
-struct PrepInputs {
-  torch::Tensor q, k, v, g, beta;
-};
+using PrepInputs = test::GatedDeltaInputs;
 
-// GatedDeltaNet's ranges (as in test_gated_delta.cpp): q, k L2-normalised per head (q scaled by 1/sqrt(K)),
-// v ~ N(0, 1), beta = sigmoid(N(0, 1)), g = -exp(A_log) softplus(N(-3, 1)) with A_log in [0, log 16] per head (the
-// layer's -exp(A_log) softplus(a + dt_bias)), times `decay_scale` for stronger decay.
+// The layer's inputs at its key head dim 128 on the GPU (tests/support/gated_delta_inputs.h).
 PrepInputs make_prep_inputs(int64_t B, int64_t T, int64_t H, int64_t V, torch::Dtype dtype, double decay_scale) {
-  constexpr int64_t K = 128;
-  auto f = torch::TensorOptions().dtype(torch::kFloat).device(torch::kCUDA);
-  auto l2 = [](const torch::Tensor& x) { return x / x.norm(2, -1, true); };
-  PrepInputs in;
-  in.q = (l2(torch::randn({B, T, H, K}, f)) / std::sqrt(static_cast<double>(K))).to(dtype);
-  in.k = l2(torch::randn({B, T, H, K}, f)).to(dtype);
-  in.v = torch::randn({B, T, H, V}, f).to(dtype);
-  const auto A_log = torch::rand({H}, f) * std::log(16.0);
-  in.g = -decay_scale * torch::exp(A_log) * torch::softplus(torch::randn({B, T, H}, f) - 3.0);
-  in.beta = torch::sigmoid(torch::randn({B, T, H}, f));
-  return in;
+  return test::gated_delta_inputs(B, T, H, 128, V, dtype, torch::kCUDA, decay_scale);
 }
 
 const std::vector<std::string> kPrepNames = {"W", "Ut", "Qg", "Kl", "P", "decay", "dq", "dk", "dv", "dg", "dbeta"};
