@@ -1,12 +1,21 @@
-// Warp-level reductions shared by the kernels (rms_norm, gated_norm, the gated delta state pass).
+// Warp-level reductions shared by the kernels.
 #pragma once
 
 namespace elman::cuda {
 
-// The sum of v over the 32 lanes of a full warp, returned to every lane (butterfly: the same order on every lane).
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+// The sum of x over each group of `width` consecutive lanes (a power of two up to 32), returned to every lane of
+// the group (xor butterfly, halving the distance: the same order on every lane). All 32 lanes take part.
+template <int width, typename T>
+__device__ __forceinline__ T group_sum(T x) {
+#pragma unroll
+  for (int off = width / 2; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+  return x;
+}
+
+// The sum of x over the 32 lanes of a full warp, returned to every lane.
+template <typename T>
+__device__ __forceinline__ T warp_sum(T x) {
+  return group_sum<32>(x);
 }
 
 }  // namespace elman::cuda

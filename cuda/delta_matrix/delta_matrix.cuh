@@ -26,6 +26,8 @@
 
 #include <cstdint>
 
+#include "cuda/common/reduce.cuh"
+
 namespace elman::cuda::delta {
 
 template <int NP_, int J_, int K_>
@@ -85,14 +87,6 @@ struct Params {
 
 // Precise expf/tanhf (no fast-math): fp32 results agree with the LibTorch reference to ~1e-6.
 __device__ __forceinline__ float sigm(float x) { return 1.f / (1.f + expf(-x)); }
-
-// Sum over the lane group of `width` consecutive lanes (a power of two); every lane gets the sum.
-template <int width>
-__device__ __forceinline__ float group_sum(float x) {
-#pragma unroll
-  for (int off = width / 2; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
-  return x;
-}
 
 // Column sums over the RW rows of a warp (the lanes that share lane % TPR), reduce-scattered: at each row bit
 // (xor offsets TPR, 2 TPR, .. 16) while the count of values is even, the lane with the bit set keeps the upper

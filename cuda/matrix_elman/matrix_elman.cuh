@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/common/reduce.cuh"
+
 namespace elman::cuda::matrix {
 
 enum Cell : int { kE70 = 0, kE71 = 1, kE72 = 2, kE73 = 3 };  // the order of ops::MatrixCell
@@ -98,12 +100,6 @@ struct Params {
 
 // Precise expf/tanhf (no fast-math): fp32 results agree with the LibTorch reference to ~1e-6.
 __device__ __forceinline__ float sigm(float x) { return 1.f / (1.f + expf(-x)); }
-
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
-  return x;
-}
 
 // Two warp sums with their shuffles interleaved (independent chains).
 __device__ __forceinline__ void warp_sum2(float& a, float& b) {

@@ -9,7 +9,6 @@
 
 namespace elman::cuda::sparse {
 
-using delta::group_sum;
 using delta::load_cols;
 using delta::Stage;
 

@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/common/reduce.cuh"
+
 namespace elman::cuda::ssd {
 
 constexpr int kP = 64;    // headdim
@@ -61,13 +63,6 @@ __device__ __forceinline__ float from_f<float>(float v) {
 template <>
 __device__ __forceinline__ bf16 from_f<bf16>(float v) {
   return __float2bfloat16_rn(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kAll, v, off);
-  return v;
 }
 
 // 16 x 16-tile products C (+)= A B. Layouts: A (M x K) is row-major (element (m,k) at A[m lda + k]) when ARow,
