@@ -38,7 +38,7 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <utility>
+#include <type_traits>
 
 #include "cuda/common/cuda_check.h"
 
@@ -49,7 +49,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kKStep = 16;  // k columns per warp step: 4 lane groups x 4 consecutive k
 constexpr int kBTile = 32;  // FmaProduct: batch rows per tile: 8 lane groups x 4 rows per lane
 constexpr int kMaxRows = 16;
-using RowChoices = std::integer_sequence<int, 2, 4, 8, 10, 12, 16>;  // FmaProduct R candidates, smallest first
 
 enum : int { kTanh = 0, kLinear = 1, kGatedTanh = 2 };
 
@@ -218,25 +217,33 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-template <int MT, int KT>
+// MT row tiles of 16 rows; each warp holds KT of its k-tiles in registers and KS more in shared memory (as the
+// same A fragments, read back once per step: 512 bytes per warp, row tile and k-tile, conflict-free).
+template <int MT, int KT, int KS>
 struct MmaProduct {
   using scalar_t = c10::BFloat16;
   static constexpr int kRows = 16 * MT;
   // Batch rows per tile: the epilogue has one thread per (batch row, row), in whole n-tiles of 8 rows.
   static constexpr int kBTile = kThreads / kRows / 8 * 8;
+  static_assert(kBTile >= 8, "the epilogue needs one thread per (batch row, row) for 8 batch rows");
   static constexpr int kNt = kBTile / 8;           // n-tiles of 8 batch rows
+  // 16-byte loads in flight per thread when staging a tile of v: 8 rows (MT >= 3) of up to 1536 columns are at
+  // most 3 per thread, and 4 buffers leave the registers to the fragments.
+  static constexpr int kStage = kBTile >= 16 ? 8 : 4;
   // red[warp][r][b] with row pitch kBTile + 9 (odd: the epilogue's consecutive threads, consecutive r, spread
   // over the banks).
   static constexpr int kRedPitch = kBTile + 9;
-  // The staged tile of v has row pitch Dp + 8 elements: Dp + 8 = 8 (mod 16) puts the 8 batch rows of an MMA
-  // B-fragment load on disjoint groups of 4 banks.
+  static constexpr size_t kSharedFrags = static_cast<size_t>(KS) * MT * kWarps * 32;  // uint4 A fragments
+  // The shared A fragments, then the staged tile of v with row pitch Dp + 8 elements (Dp + 8 = 8 (mod 16) puts
+  // the 8 batch rows of an MMA B-fragment load on disjoint groups of 4 banks), then red.
   static size_t smem_bytes(int64_t Dp) {
-    return sizeof(c10::BFloat16) * kBTile * static_cast<size_t>(Dp + 8) +
+    return sizeof(uint4) * kSharedFrags + sizeof(c10::BFloat16) * kBTile * static_cast<size_t>(Dp + 8) +
            sizeof(float) * static_cast<size_t>(kWarps) * kRows * kRedPitch;
   }
-  // Whether a row of Dp columns fits the register-resident fragments (at most KT k-tiles per warp).
-  static bool fits(int64_t Dp) { return Dp / kKStep <= kWarps * KT; }
-  uint32_t a[MT][KT][4];  // A fragments of this warp's k-tiles (two bf16 each), per row tile
+  // Whether a row of Dp columns fits the fragments (at most KT + KS k-tiles per warp).
+  static bool fits(int64_t Dp) { return Dp / kKStep <= kWarps * (KT + KS); }
+  uint32_t a[MT][KT][4];  // A fragments of this warp's first KT k-tiles (two bf16 each), per row tile
+  uint4* as;              // [KS][MT][kWarps][32]: the A fragments of k-tiles KT .. KT + KS - 1 of each warp
   c10::BFloat16* vs;      // [kBTile][P]
   float* red;
   int Dp, P, nkt;
@@ -247,45 +254,66 @@ struct MmaProduct {
     };
     return bits(col) | (bits(col + 1) << 16);
   }
+  // The A fragment of lane `lane` for the 16 x 16 tile at rows rlo.. (its rows rlo + lane / 4 and + 8), k-tile kt.
+  static __device__ __forceinline__ uint4 fragment(const c10::BFloat16* M, int D, int rlo, int kt, int lane) {
+    const int k = kt * kKStep + 2 * (lane & 3), row = rlo + (lane >> 2);
+    return make_uint4(pack(M, D, row, k), pack(M, D, row + 8, k), pack(M, D, row, k + 8), pack(M, D, row + 8, k + 8));
+  }
 
   // smem: the kernel's dynamic shared memory; M: bf16 [D,D]; rows row0 .. row0 + kRows - 1 are this block's.
   __device__ MmaProduct(void* smem, const c10::BFloat16* __restrict__ M, int row0, int D, int Dp_)
-      : vs(static_cast<c10::BFloat16*>(smem)), red(reinterpret_cast<float*>(vs + kBTile * (Dp_ + 8))), Dp(Dp_),
-        P(Dp_ + 8), nkt(Dp_ / kKStep) {
+      : as(static_cast<uint4*>(smem)), vs(reinterpret_cast<c10::BFloat16*>(as + kSharedFrags)),
+        red(reinterpret_cast<float*>(vs + kBTile * (Dp_ + 8))), Dp(Dp_), P(Dp_ + 8), nkt(Dp_ / kKStep) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int col = 2 * (lane & 3);
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
-      const int rlo = row0 + 16 * m + (lane >> 2);
 #pragma unroll
       for (int i = 0; i < KT; ++i) {
-        const int k = (warp + kWarps * i) * kKStep + col;
-        a[m][i][0] = pack(M, D, rlo, k);
-        a[m][i][1] = pack(M, D, rlo + 8, k);
-        a[m][i][2] = pack(M, D, rlo, k + 8);
-        a[m][i][3] = pack(M, D, rlo + 8, k + 8);
+        const uint4 f = fragment(M, D, row0 + 16 * m, warp + kWarps * i, lane);
+        a[m][i][0] = f.x, a[m][i][1] = f.y, a[m][i][2] = f.z, a[m][i][3] = f.w;
       }
+#pragma unroll
+      for (int s = 0; s < KS; ++s)
+        as[((s * MT + m) * kWarps + warp) * 32 + lane] = fragment(M, D, row0 + 16 * m, warp + kWarps * (KT + s), lane);
     }
     // Rows of a partial tile are never staged: start them at zero (finite; their sums are ignored).
     for (int i = threadIdx.x; i < kBTile * P; i += kThreads) vs[i] = c10::BFloat16(0.f);
   }
   __device__ float* end() const { return red + kWarps * kRows * kRedPitch; }
 
+  // The B fragments of k-tile kt for the n-tiles of the staged v that hold rows.
+  __device__ __forceinline__ void b_fragments(uint32_t (&bf)[kNt][2], const c10::BFloat16* vrow, int kt,
+                                              int nts) const {
+#pragma unroll
+    for (int nt = 0; nt < kNt; ++nt) {
+      if (nt < nts) {
+        const uint32_t* bp = reinterpret_cast<const uint32_t*>(vrow + nt * 8 * P + kt * kKStep);
+        bf[nt][0] = bp[0], bf[nt][1] = bp[4];
+      }
+    }
+  }
+  static __device__ __forceinline__ void mma_row_tile(float (&c)[kNt][4], const uint32_t (&af)[4],
+                                                      const uint32_t (&bf)[kNt][2], int nts) {
+#pragma unroll
+    for (int nt = 0; nt < kNt; ++nt)
+      if (nt < nts) mma_bf16(c[nt], af, bf[nt][0], bf[nt][1]);
+  }
+
   // Partial sums for batch rows b0 .. min(b0 + kBTile, Bend) - 1 of v [B][Dp]; result() is valid after a
   // __syncthreads().
   __device__ void tile(const c10::BFloat16* __restrict__ v, int Bend, int b0) {
-    // Stage the tile's rows of v: 8 loads of 16 bytes in flight per thread.
+    // Stage the tile's rows of v: kStage loads of 16 bytes in flight per thread.
     const int n16 = Dp / 8, rows = min(kBTile, Bend - b0), total = rows * n16;
     const uint4* src = reinterpret_cast<const uint4*>(v + static_cast<int64_t>(b0) * Dp);
-    for (int base = 0; base < total; base += 8 * kThreads) {
-      uint4 buf[8];
+    for (int base = 0; base < total; base += kStage * kThreads) {
+      uint4 buf[kStage];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
+      for (int j = 0; j < kStage; ++j) {
         const int i = base + j * kThreads + static_cast<int>(threadIdx.x);
         if (i < total) buf[j] = __ldcg(src + i);
       }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
+      for (int j = 0; j < kStage; ++j) {
         const int i = base + j * kThreads + static_cast<int>(threadIdx.x);
         if (i < total) {
           const int n = i / n16, c = i - n * n16;
@@ -304,18 +332,26 @@ struct MmaProduct {
 #pragma unroll
         for (int u = 0; u < 4; ++u) c[m][nt][u] = 0.f;
     const c10::BFloat16* vrow = vs + (lane >> 2) * P + 2 * (lane & 3);
+    uint32_t bf[kNt][2];
 #pragma unroll
     for (int i = 0; i < KT; ++i) {
       const int kt = warp + kWarps * i;
       if (kt < nkt) {
+        b_fragments(bf, vrow, kt, nts);
 #pragma unroll
-        for (int nt = 0; nt < kNt; ++nt) {
-          if (nt < nts) {
-            const uint32_t* bp = reinterpret_cast<const uint32_t*>(vrow + nt * 8 * P + kt * kKStep);
-            const uint32_t b0f = bp[0], b1f = bp[4];
+        for (int m = 0; m < MT; ++m) mma_row_tile(c[m], a[m][i], bf, nts);
+      }
+    }
 #pragma unroll
-            for (int m = 0; m < MT; ++m) mma_bf16(c[m][nt], a[m][i], b0f, b1f);
-          }
+    for (int s = 0; s < KS; ++s) {
+      const int kt = warp + kWarps * (KT + s);
+      if (kt < nkt) {
+        b_fragments(bf, vrow, kt, nts);
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          const uint4 f = as[((s * MT + m) * kWarps + warp) * 32 + lane];
+          const uint32_t af[4] = {f.x, f.y, f.z, f.w};
+          mma_row_tile(c[m], af, bf, nts);
         }
       }
     }
@@ -338,25 +374,37 @@ struct MmaProduct {
     return s;
   }
 };
-// The bf16 products the launcher chooses from: 16 rows (D <= 2304), 32 rows (D <= 1536), 48 rows (D <= 1280).
-// (64 rows, 6 groups at D = 1280, spilled the fragments and was slower than 48: 5.27 against 4.42 ms.)
-using MmaRows16 = MmaProduct<1, 9>;
-using MmaRows32 = MmaProduct<2, 6>;
-using MmaRows48 = MmaProduct<3, 5>;
+// The bf16 products the launcher chooses from, in order (ties keep the earlier): 16 rows (D <= 2304), 32 rows
+// (D <= 1536), 48 rows (D <= 1280 from registers, D <= 1536 with a sixth k-tile per warp in shared memory),
+// 64 rows (three k-tiles per warp in registers, the rest in shared memory: D <= 1280 or 1536). Register
+// fragments beyond 60 per thread spill (64 rows with 80 registers of fragments: 5.27 against 4.42 ms at D = 1280).
+template <class... Prods>
+struct ProductList {};
+using MmaProducts = ProductList<MmaProduct<1, 9, 0>, MmaProduct<2, 6, 0>, MmaProduct<3, 5, 0>, MmaProduct<3, 5, 1>,
+                                MmaProduct<4, 3, 2>, MmaProduct<4, 3, 3>>;
+// fp32 inputs: R from {2, 4, 8, 10, 12, 16}, smallest first.
+using FmaProducts = ProductList<FmaProduct<2>, FmaProduct<4>, FmaProduct<8>, FmaProduct<10>, FmaProduct<12>,
+                                FmaProduct<16>>;
+template <typename scalar_t>
+using Products = std::conditional_t<std::is_same_v<scalar_t, float>, FmaProducts, MmaProducts>;
 
-// Barrier of one batch group (its blocks only): every block adds one to the group's counter, then waits until
-// the counter reaches `target` (the group's block count times the number of barriers so far). The fences make
-// the writes before the barrier visible to the group's reads after it (the pattern of a grid-wide sync).
-__device__ __forceinline__ void group_sync(unsigned* counter, unsigned target) {
+// Barrier of one batch group (its blocks only), in two halves so that a block can do work that nobody in the
+// group waits for (stores of outputs, loads for the next step) between them. group_arrive: once every thread of
+// the block is past its writes for the group (the __syncthreads), thread 0 adds one to the group's counter with
+// release semantics, which publishes those writes at GPU scope. group_wait: thread 0 spins with acquire loads
+// until the counter reaches `target` (the group's block count times the number of barriers so far); the
+// __syncthreads then orders the whole block's later reads after it.
+__device__ __forceinline__ void group_arrive(unsigned* counter) {
   __syncthreads();
+  if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
+}
+
+__device__ __forceinline__ void group_wait(const unsigned* counter, unsigned target) {
   if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(counter, 1u);
     unsigned seen;
     do {
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
     } while (seen < target);
-    __threadfence();
   }
   __syncthreads();
 }
@@ -370,14 +418,12 @@ struct BatchSlice {
   }
 };
 
-// ELMAN_DENSE_ROWS=R (one of RowChoices) forces the rows per block, for benchmarking the trade-off between
-// fewer blocks (less L2 traffic for the per-step broadcast) and more blocks (less FMA work per SM).
+// ELMAN_DENSE_ROWS=R forces the rows per block (fp32: one of 2, 4, 8, 10, 12, 16; bf16: 16, 32, 48 or 64), for
+// benchmarking the trade-offs (fewer blocks per group: more batch groups and less L2 traffic for the per-step
+// broadcast; more blocks: less work per SM) and for the tests that run every product. Read at every launch.
 inline int forced_rows() {
-  static const int rows = [] {
-    const char* env = std::getenv("ELMAN_DENSE_ROWS");
-    return env ? std::atoi(env) : 0;
-  }();
-  return rows;
+  const char* env = std::getenv("ELMAN_DENSE_ROWS");
+  return env ? std::atoi(env) : 0;
 }
 
 // A launch choice: the kernel of one product, its rows per block, how many batch groups can be co-resident, and

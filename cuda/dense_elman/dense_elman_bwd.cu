@@ -74,24 +74,24 @@ __device__ __forceinline__ PointIn load_point(const BwdParams<scalar_t>& p, int 
   return in;
 }
 
-// dz_t from g_t for one channel: writes dpre (and dapre) at o and dzbuf at dz_at; returns g_t alpha_t
-// (GatedTanh; else 0), the part of carry_{t-1} that skips W.
+// The pointwise step at one channel: dz_t (and dapre_t) from g_t, and g_t alpha_t (GatedTanh; else 0), the part
+// of carry_{t-1} that skips W.
+struct PointOut {
+  float dz = 0.f, da = 0.f, q = 0.f;
+};
+
 template <bool kGated, typename scalar_t>
-__device__ __forceinline__ float point_bwd(const BwdParams<scalar_t>& p, const PointIn& in, float g, int64_t o,
-                                           scalar_t* dz_at) {
-  float dz, q = 0.f;
+__device__ __forceinline__ PointOut point_bwd(const BwdParams<scalar_t>& p, const PointIn& in, float g) {
+  PointOut out;
   if (!kGated) {
-    dz = p.mode == kTanh ? g * (1.f - in.h * in.h) : g;
+    out.dz = p.mode == kTanh ? g * (1.f - in.h * in.h) : g;
   } else {
     const float a = sigmoid_f(in.ap);
-    p.dapre[o] = static_cast<scalar_t>(g * (in.hp - in.c) * a * (1.f - a));
-    dz = g * (1.f - a) * (1.f - in.c * in.c);
-    q = g * a;
+    out.da = g * (in.hp - in.c) * a * (1.f - a);
+    out.dz = g * (1.f - a) * (1.f - in.c * in.c);
+    out.q = g * a;
   }
-  const scalar_t dzq = static_cast<scalar_t>(dz);
-  p.dpre[o] = dzq;
-  *dz_at = dzq;
-  return q;
+  return out;
 }
 
 // kGated: GatedTanh (else Tanh or Linear, told apart at run time): a template argument so that the pointwise
@@ -110,45 +110,73 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdP
   const int bl = threadIdx.x / R, r = threadIdx.x - bl * R, k = k0 + r;
   const bool mine = threadIdx.x < R * Prod::kBTile && k < p.D;
   const int64_t BDp = static_cast<int64_t>(p.B) * p.Dp;
+  const auto at = [&](int b, int t) { return (static_cast<int64_t>(b) * p.T + t) * p.D + k; };
+  // Stores dz_t of channel (b, t, k) to the broadcast buffer (what the group waits for), or, late, to the outputs.
+  const auto publish = [&](const PointOut& out, int b, scalar_t* dz_buf) {
+    dz_buf[static_cast<int64_t>(b) * p.Dp + k] = static_cast<scalar_t>(out.dz);
+    st[b * R + r] = out.q;
+  };
+  const auto store = [&](const PointOut& out, int64_t o) {
+    p.dpre[o] = static_cast<scalar_t>(out.dz);
+    if (kGated) p.dapre[o] = static_cast<scalar_t>(out.da);
+  };
   unsigned syncs = 0;
 
   // Prologue: dz_{T-1} from g_{T-1} = dh_{T-1} + dh_T.
-  {
-    scalar_t* dout = p.dzbuf + ((p.T - 1) & 1) * BDp;
-    for (int b = bs.beg + bl; b < bs.end; b += Prod::kBTile) {
-      if (!mine) break;
-      const int64_t o = (static_cast<int64_t>(b) * p.T + (p.T - 1)) * p.D + k;
-      const PointIn in = load_point<kGated>(p, b, k, p.T - 1, o);
-      const float g = in.dh + (p.dh_T ? p.dh_T[static_cast<int64_t>(b) * p.D + k] : 0.f);
-      st[b * R + r] = point_bwd<kGated>(p, in, g, o, dout + static_cast<int64_t>(b) * p.Dp + k);
-    }
+  for (int b = bs.beg + bl; mine && b < bs.end; b += Prod::kBTile) {
+    const int64_t o = at(b, p.T - 1);
+    const PointIn in = load_point<kGated>(p, b, k, p.T - 1, o);
+    const PointOut out =
+        point_bwd<kGated>(p, in, in.dh + (p.dh_T ? p.dh_T[static_cast<int64_t>(b) * p.D + k] : 0.f));
+    publish(out, b, p.dzbuf + ((p.T - 1) & 1) * BDp);
+    store(out, o);
   }
-  group_sync(p.bar + grp, ++syncs * per_group);  // dz_{T-1} of the group's rows complete
+  // The pointwise inputs of channel (b, t-1, k) at step t, loaded before they are needed and consumed after the
+  // product: those of a step's first tile one step ahead (their DRAM latency hides under the barrier), the
+  // others at the start of their tile.
+  PointIn in_first;
+  const auto load_first = [&](int t) {
+    if (mine && t > 0 && bs.beg + bl < bs.end) in_first = load_point<kGated>(p, bs.beg + bl, k, t - 1, at(bs.beg + bl, t - 1));
+  };
+  group_arrive(p.bar + grp);
+  load_first(p.T - 1);
+  group_wait(p.bar + grp, ++syncs * per_group);  // dz_{T-1} of the group's rows complete
 
   for (int t = p.T - 1; t >= 0; --t) {
     const scalar_t* din = p.dzbuf + (t & 1) * BDp;
     scalar_t* dout = p.dzbuf + ((t + 1) & 1) * BDp;  // holds dz_{t-1}
     for (int b0 = bs.beg; b0 < bs.end; b0 += Prod::kBTile) {
       const int b = b0 + bl;
-      const bool act = mine && b < bs.end;
-      const int64_t o = (static_cast<int64_t>(b) * p.T + (t - 1)) * p.D + k;  // channel (b, t-1, k)
-      PointIn in;
-      if (act && t > 0) in = load_point<kGated>(p, b, k, t - 1, o);  // issued now, consumed after the product
+      const bool act = mine && b < bs.end, last = b0 + Prod::kBTile >= bs.end;
+      const int64_t o = at(b, t - 1);  // channel (b, t-1, k)
+      PointIn in = in_first;
+      if (b0 != bs.beg && act && t > 0) in = load_point<kGated>(p, b, k, t - 1, o);
       prod.tile(din, bs.end, b0);
       __syncthreads();
+      PointOut out;
       if (act) {
         float carry = prod.result(bl, r);
         if (kGated) carry += st[b * R + r];
         if (t == 0) {
           p.dh0[static_cast<int64_t>(b) * p.D + k] = carry;
         } else {
-          st[b * R + r] = point_bwd<kGated>(p, in, in.dh + carry, o, dout + static_cast<int64_t>(b) * p.Dp + k);
+          out = point_bwd<kGated>(p, in, in.dh + carry);
+          publish(out, b, dout);
         }
       }
-      __syncthreads();  // the product's buffers are reused by the next tile
+      // The step's last tile arrives at the group's barrier (dz_{t-1} of the group's rows complete in dzbuf)
+      // before its output stores and the next step's loads; the other tiles only protect the product's buffers.
+      if (!last) {
+        __syncthreads();
+      } else if (t > 0) {
+        group_arrive(p.bar + grp);
+      }
+      if (act && t > 0) store(out, o);
+      if (last && t > 0) {
+        load_first(t - 1);
+        group_wait(p.bar + grp, ++syncs * per_group);
+      }
     }
-    // dz_{t-1} of the group's rows complete in dzbuf before any of its blocks reads it.
-    if (t > 0) group_sync(p.bar + grp, ++syncs * per_group);
   }
 }
 
@@ -160,19 +188,10 @@ void consider_bwd(Pick& best, const BwdParams<typename Prod::scalar_t>& p) {
   consider(best, kernel, Prod::kRows, p.D, p.B, smem_bytes<Prod>(p.Dp, p.B));
 }
 
-template <int... Rs>
-Pick pick_bwd(const BwdParams<float>& p, std::integer_sequence<int, Rs...>) {
+template <typename scalar_t, class... Prods>
+Pick pick_bwd(const BwdParams<scalar_t>& p, ProductList<Prods...>) {
   Pick best;
-  (consider_bwd<FmaProduct<Rs>>(best, p), ...);
-  return best;
-}
-
-template <int... Rs>
-Pick pick_bwd(const BwdParams<c10::BFloat16>& p, std::integer_sequence<int, Rs...>) {
-  Pick best;
-  consider_bwd<MmaRows16>(best, p);
-  consider_bwd<MmaRows32>(best, p);
-  consider_bwd<MmaRows48>(best, p);
+  (consider_bwd<Prods>(best, p), ...);
   return best;
 }
 
@@ -200,7 +219,7 @@ void run_bwd(const at::Tensor& WT, const at::Tensor& apre, const at::Tensor& h0,
                         static_cast<int>(Dp),
                         mode,
                         0};
-  const Pick pick = pick_bwd(p, RowChoices{});
+  const Pick pick = pick_bwd(p, Products<scalar_t>{});
   if (pick.groups == 0) fail_too_large("dense_elman_bwd", B, D);
   launch_groups(pick, p, dpre, at::cuda::getCurrentCUDAStream());
 }

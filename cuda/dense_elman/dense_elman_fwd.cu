@@ -71,42 +71,61 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdP
   const bool mine = threadIdx.x < R * Prod::kBTile && j < p.D;
   const bool gated = p.mode == kGatedTanh;
   const int64_t BDp = static_cast<int64_t>(p.B) * p.Dp;
+  // The pointwise inputs of channel (b, t, j), loaded before they are needed and consumed after the product:
+  // those of a step's first tile one step ahead (their DRAM latency hides under the barrier), the others at
+  // the start of their tile.
+  const auto load_in = [&](int b, int t, float& x, float& ap) {
+    if (!mine || b >= bs.end) return;
+    const int64_t o = (static_cast<int64_t>(b) * p.T + t) * p.D + j;
+    x = static_cast<float>(p.pre[o]);
+    if (gated) ap = static_cast<float>(p.apre[o]);
+  };
+  float x_first = 0.f, ap_first = 0.f;
+  load_in(bs.beg + bl, 0, x_first, ap_first);
   for (int t = 0; t < p.T; ++t) {
     const scalar_t* hin = p.hbuf + ((t + 1) & 1) * BDp;
     scalar_t* hout = p.hbuf + (t & 1) * BDp;
     for (int b0 = bs.beg; b0 < bs.end; b0 += Prod::kBTile) {
       const int b = b0 + bl;
-      const bool act = mine && b < bs.end;
+      const bool act = mine && b < bs.end, last = b0 + Prod::kBTile >= bs.end;
       const int64_t o = (static_cast<int64_t>(b) * p.T + t) * p.D + j;
-      float x = 0.f, ap = 0.f;  // issued now, consumed after the product
-      if (act) {
-        x = static_cast<float>(p.pre[o]);
-        if (gated) ap = static_cast<float>(p.apre[o]);
-      }
+      float x = x_first, ap = ap_first;
+      if (b0 != bs.beg) load_in(b, t, x, ap);
       prod.tile(hin, bs.end, b0);
       __syncthreads();
+      float hn = 0.f, c = 0.f;
       if (act) {
         const float z = x + prod.result(bl, r);
-        float hn;
         if (p.mode == kTanh) {
           hn = tanh_f(z);
         } else if (p.mode == kLinear) {
           hn = z;
         } else {
-          const float a = sigmoid_f(ap), c = tanh_f(z);
+          const float a = sigmoid_f(ap);
+          c = tanh_f(z);
           hn = a * st[b * R + r] + (1.f - a) * c;
-          p.c_hist[o] = c;
         }
         st[b * R + r] = hn;
+        hout[static_cast<int64_t>(b) * p.Dp + j] = static_cast<scalar_t>(hn);  // what the group waits for
+      }
+      // The step's last tile arrives at the group's barrier (h_t of the group's rows complete in hbuf) before its
+      // output stores and the next step's loads; the other tiles only protect the product's buffers.
+      if (!last) {
+        __syncthreads();
+      } else if (t + 1 < p.T) {
+        group_arrive(p.bar + grp);
+      }
+      if (act) {
         p.h[o] = static_cast<scalar_t>(hn);
         p.h_hist[o] = hn;
-        hout[static_cast<int64_t>(b) * p.Dp + j] = static_cast<scalar_t>(hn);
+        if (gated) p.c_hist[o] = c;
         if (t == p.T - 1) p.h_T[static_cast<int64_t>(b) * p.D + j] = hn;
       }
-      __syncthreads();  // the product's buffers are reused by the next tile
+      if (last && t + 1 < p.T) {
+        load_in(bs.beg + bl, t + 1, x_first, ap_first);
+        group_wait(p.bar + grp, static_cast<unsigned>(t + 1) * per_group);
+      }
     }
-    // h_t of the group's rows complete in hbuf before any of its blocks reads it.
-    if (t + 1 < p.T) group_sync(p.bar + grp, static_cast<unsigned>(t + 1) * per_group);
   }
 }
 
@@ -117,19 +136,10 @@ void consider_fwd(Pick& best, const FwdParams<typename Prod::scalar_t>& p) {
              smem_bytes<Prod>(p.Dp, p.B));
 }
 
-template <int... Rs>
-Pick pick_fwd(const FwdParams<float>& p, std::integer_sequence<int, Rs...>) {
+template <typename scalar_t, class... Prods>
+Pick pick_fwd(const FwdParams<scalar_t>& p, ProductList<Prods...>) {
   Pick best;
-  (consider_fwd<FmaProduct<Rs>>(best, p), ...);
-  return best;
-}
-
-template <int... Rs>
-Pick pick_fwd(const FwdParams<c10::BFloat16>& p, std::integer_sequence<int, Rs...>) {
-  Pick best;
-  consider_fwd<MmaRows16>(best, p);
-  consider_fwd<MmaRows32>(best, p);
-  consider_fwd<MmaRows48>(best, p);
+  (consider_fwd<Prods>(best, p), ...);
   return best;
 }
 
@@ -155,7 +165,7 @@ void run_fwd(const at::Tensor& pre, const at::Tensor& W, const at::Tensor& apre,
                             static_cast<int>(Dp),
                             mode,
                             0};
-  const Pick pick = pick_fwd(p, RowChoices{});
+  const Pick pick = pick_fwd(p, Products<scalar_t>{});
   if (pick.groups == 0) fail_too_large("dense_elman_fwd", B, D);
   launch_groups(pick, p, pre, at::cuda::getCurrentCUDAStream());
 }

@@ -1,6 +1,8 @@
 // Dense Elman recurrence: the reference against hand arithmetic and finite differences (CPU), and the
 // CUDA kernel against the reference, forward and every gradient, over awkward shapes (GPU).
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "ops/dense_elman/dense_elman.h"
 #include "ops/dense_elman/reference.h"
@@ -187,6 +189,34 @@ TEST_CASE("dense_elman kernel at D=1280 with the training batch, split into batc
                              (dtype == torch::kFloat ? "-fp32" : "-bf16"),
                          ref, got, dtype == torch::kFloat ? 1e-4 : 1e-2);
       }
+}
+
+// Sets ELMAN_DENSE_ROWS (the kernels' rows per block) for one scope.
+struct ForcedRows {
+  explicit ForcedRows(int rows) { setenv("ELMAN_DENSE_ROWS", std::to_string(rows).c_str(), 1); }
+  ~ForcedRows() { unsetenv("ELMAN_DENSE_ROWS"); }
+  ForcedRows(const ForcedRows&) = delete;
+  ForcedRows& operator=(const ForcedRows&) = delete;
+};
+
+TEST_CASE("dense_elman kernel: every bf16 product at widths near the 100M ones", "[dense_elman][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  // Rows per block 16, 32, 48, 64 at D 1270 and 1500 (neither a multiple of 16 nor of the rows) run all six
+  // products: 48 rows keep 5 k-tiles per warp in registers (D 1270) or add a sixth from shared memory (D 1500);
+  // 64 rows keep 3 in registers and 2 (D 1270) or 3 (D 1500) in shared memory, some of them past D.
+  const auto D = GENERATE(1270, 1500);
+  const auto rows = GENERATE(16, 32, 48, 64);
+  const auto mode = GENERATE(DenseMode::Tanh, DenseMode::Linear, DenseMode::GatedTanh);
+  const std::string name =
+      "D" + std::to_string(D) + "-R" + std::to_string(rows) + "-" + ops::dense_mode_name(mode) + "-bf16";
+  SECTION(name) {
+    torch::manual_seed(D + rows + static_cast<int>(mode));
+    auto in = make_inputs(mode, 35, 24, D, torch::kBFloat16, torch::kCUDA);  // uneven batch groups
+    auto ref = run(mode, in, ops::Impl::Reference);
+    const ForcedRows forced(rows);
+    auto got = run(mode, in, ops::Impl::Kernel);
+    expect_all_close(name, ref, got, 1e-2);
+  }
 }
 
 TEST_CASE("dense_elman kernel with more than one batch tile and no h0", "[dense_elman][gpu]") {
