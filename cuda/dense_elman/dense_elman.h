@@ -13,11 +13,12 @@ namespace elman::cuda {
 std::vector<at::Tensor> dense_elman_fwd(const at::Tensor& pre, const at::Tensor& W, const at::Tensor& apre,
                                         const at::Tensor& h0, int64_t mode);
 
-// Saved tensors from dense_elman_fwd, and the incoming gradients dh [B,T,D], dh_T [B,D] (either may be
-// undefined = zero; any dtype and strides). dtype: pre's dtype.
+// Saved tensors from dense_elman_fwd (h: its output h, which the dW product uses), and the incoming gradients
+// dh [B,T,D], dh_T [B,D] (either may be undefined = zero; any dtype and strides). dtype: pre's dtype.
 // -> {dpre [B,T,D] dtype, dW [D,D] f32, dapre [B,T,D] dtype (GatedTanh; else undefined), dh0 [B,D] f32}
 std::vector<at::Tensor> dense_elman_bwd(const at::Tensor& W, const at::Tensor& apre, const at::Tensor& h0,
-                                        const at::Tensor& h_hist, const at::Tensor& c_hist, const at::Tensor& dh,
-                                        const at::Tensor& dh_T, int64_t mode, at::ScalarType dtype);
+                                        const at::Tensor& h_hist, const at::Tensor& c_hist, const at::Tensor& h,
+                                        const at::Tensor& dh, const at::Tensor& dh_T, int64_t mode,
+                                        at::ScalarType dtype);
 
 }  // namespace elman::cuda

@@ -234,7 +234,8 @@ void run_bwd<double>(const at::Tensor&, const at::Tensor&, const at::Tensor&, co
 
 std::vector<at::Tensor> dense_elman_bwd(const at::Tensor& W_in, const at::Tensor& apre_in, const at::Tensor& h0_in,
                                         const at::Tensor& h_hist_in, const at::Tensor& c_hist_in,
-                                        const at::Tensor& dh_in, const at::Tensor& dh_T_in, int64_t mode,
+                                        const at::Tensor& h_out, const at::Tensor& dh_in, const at::Tensor& dh_T_in,
+                                        int64_t mode,
                                         at::ScalarType dtype) {
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "dense_elman_bwd: dtype must be float32 or bfloat16");
   TORCH_CHECK(mode >= kTanh && mode <= kGatedTanh, "dense_elman_bwd: unknown mode ", mode);
@@ -272,8 +273,11 @@ std::vector<at::Tensor> dense_elman_bwd(const at::Tensor& W_in, const at::Tensor
     run_bwd<scalar_t>(WT, apre, h0, h_hist, c_hist, dh, dh_T, dpre, dapre, dh0, static_cast<int>(mode));
   });
   // dW[j,k] = sum_{b,t} dz[b,t,j] h_{t-1}[b,k]: one GEMM over the B*T steps in the inputs' dtype (bf16: the
-  // bf16 dz of the scan and the bf16-rounded states, as the output h has them), fp32 accumulation and result.
-  auto h_prev = at::cat({h0.unsqueeze(1), h_hist.narrow(1, 0, T - 1)}, 1).to(dtype);
+  // bf16 dz of the scan and the bf16-rounded states, which are the values of the output h), fp32 accumulation and
+  // result. h_{t-1} is h shifted by one step behind h0, concatenated in the inputs' dtype.
+  TORCH_CHECK(h_out.sizes() == h_hist.sizes() && h_out.scalar_type() == dtype,
+              "dense_elman_bwd: h must be the forward's output [B,T,D] in dtype");
+  auto h_prev = at::cat({h0.to(dtype).unsqueeze(1), h_out.narrow(1, 0, T - 1)}, 1);
   auto dW = ops::empty_output({D, D}, f32);
   if (dtype == at::kFloat) {
     at::mm_out(dW, dpre.view({B * T, D}).t(), h_prev.view({B * T, D}));

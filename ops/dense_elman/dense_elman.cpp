@@ -18,7 +18,7 @@ struct DenseElmanFunction : public torch::autograd::Function<DenseElmanFunction>
                                const torch::Tensor& apre_or_empty, const torch::Tensor& h0, int64_t mode) {
     const auto apre = apre_or_empty.numel() > 0 ? apre_or_empty : torch::Tensor();
     auto out = cuda::dense_elman_fwd(pre, W, apre, h0, mode);  // {h, h_hist, h_T, c_hist}
-    ctx->save_for_backward({W, apre, h0, out[1], out[3]});
+    ctx->save_for_backward({W, apre, h0, out[1], out[3], out[0]});
     ctx->saved_data["mode"] = mode;
     ctx->saved_data["dtype"] = static_cast<int64_t>(pre.scalar_type());
     ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined: the kernel reads it as zero
@@ -27,10 +27,10 @@ struct DenseElmanFunction : public torch::autograd::Function<DenseElmanFunction>
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &W = saved[0], &apre = saved[1], &h0 = saved[2], &h_hist = saved[3], &c_hist = saved[4];
+    const auto &W = saved[0], &apre = saved[1], &h0 = saved[2], &h_hist = saved[3], &c_hist = saved[4], &h = saved[5];
     const int64_t mode = ctx->saved_data["mode"].toInt();
     const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
-    auto g = cuda::dense_elman_bwd(W, apre, h0, h_hist, c_hist, grads[0], grads[1], mode, dtype);
+    auto g = cuda::dense_elman_bwd(W, apre, h0, h_hist, c_hist, h, grads[0], grads[1], mode, dtype);
     // {dpre, dW, dapre, dh0}; the last slot is the non-tensor mode.
     return {g[0], g[1].to(W.scalar_type()), apre.defined() ? g[2].to(apre.scalar_type()) : torch::Tensor(),
             g[3].to(h0.scalar_type()), torch::Tensor()};

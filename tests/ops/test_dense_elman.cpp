@@ -201,11 +201,11 @@ struct ForcedRows {
 
 TEST_CASE("dense_elman kernel: every bf16 product at widths near the 100M ones", "[dense_elman][gpu]") {
   REQUIRE(torch::cuda::is_available());
-  // Rows per block 16, 32, 48, 64 at D 1270 and 1500 (neither a multiple of 16 nor of the rows) run all six
-  // products: 48 rows keep 5 k-tiles per warp in registers (D 1270) or add a sixth from shared memory (D 1500);
-  // 64 rows keep 3 in registers and 2 (D 1270) or 3 (D 1500) in shared memory, some of them past D.
+  // Rows per block 16, 32, 48 at D 1270 and 1500 (neither a multiple of 16 nor of the rows) run all four products:
+  // 48 rows keep 5 k-tiles per warp in registers (D 1270) or add a sixth from shared memory (D 1500, where two
+  // warps' sixth k-tile lies past D).
   const auto D = GENERATE(1270, 1500);
-  const auto rows = GENERATE(16, 32, 48, 64);
+  const auto rows = GENERATE(16, 32, 48);
   const auto mode = GENERATE(DenseMode::Tanh, DenseMode::Linear, DenseMode::GatedTanh);
   const std::string name =
       "D" + std::to_string(D) + "-R" + std::to_string(rows) + "-" + ops::dense_mode_name(mode) + "-bf16";
