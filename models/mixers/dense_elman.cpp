@@ -3,11 +3,9 @@
 #include "models/param.h"
 #include "models/spectral_norm.h"
 #include "ops/dense_elman/dense_elman.h"
+#include "ops/swiglu/swiglu.h"
 
 namespace elman::models {
-namespace {
-torch::Tensor selfgate(const torch::Tensor& h) { return h * torch::silu(h); }
-}  // namespace
 
 DenseElmanMixer::DenseElmanMixer(const ModelConfig& cfg, DenseCell cell)
     : cell_(cell), output_gate_(cell == DenseCell::E1 || cell == DenseCell::E56), impl_(cfg.impl) {
@@ -65,7 +63,7 @@ torch::Tensor DenseElmanMixer::forward(const torch::Tensor& x) {
     }
     case DenseCell::E42: {
       auto w = spectral_normalize(w_h_, spectral_u_, 0.999, is_training());
-      y = selfgate(ops::dense_elman(torch::linear(u, w, b_), w, {}, {}, ops::DenseMode::Linear, impl_)[0]);
+      y = ops::selfgate(ops::dense_elman(torch::linear(u, w, b_), w, {}, {}, ops::DenseMode::Linear, impl_)[0], impl_);
       break;
     }
     case DenseCell::E56: {
@@ -83,7 +81,7 @@ torch::Tensor DenseElmanMixer::forward(const torch::Tensor& x) {
       const auto dt = ax[1].scalar_type();
       auto h = ops::dense_elman(ax[1] + b_.to(dt), w_h, ax[0] + b_alpha_.to(dt), {}, ops::DenseMode::GatedTanh,
                                 impl_)[0];
-      y = selfgate(h);
+      y = ops::selfgate(h, impl_);
       break;
     }
   }
