@@ -7,7 +7,7 @@
  *   GatedTanh: dapre_t = g_t (h_{t-1} - c_t) alpha_t (1 - alpha_t)
  *              dz_t = g_t (1 - alpha_t) (1 - c_t^2)                          carry_{t-1} = g_t alpha_t + W^T dz_t
  * dpre_t = dz_t; dh0 = carry_{-1}; dW = sum_t dz_t^T h_{t-1}: one GEMM after the kernel, in the inputs' dtype
- * with fp32 accumulation and an fp32 result.
+ * with fp32 accumulation and an fp32 result, over the forward's output h shifted by one step behind h0.
  *
  * Shapes: W^T [D,D] pre's dtype (the launcher transposes and converts), apre [B,T,D] (GatedTanh), h0 [B,D] f32,
  *   h_hist, c_hist [B,T,D] f32 (saved by the forward), dh [B,T,D] (pre's dtype), dh_T [B,D] f32,
@@ -17,9 +17,10 @@
  * and FMA; bf16 inputs: bf16 MMA fragments, R = 16, 32 or 48), and the pointwise work of those k for the group's
  * batch rows. A prologue computes dz_{T-1} for its k and writes it to dzbuf[(T-1)&1]; the group syncs; then step
  * t computes (W^T dz_t)[b,k] for its k and the group's b, adds the gate term g_t alpha_t kept in shared memory,
- * and, while t > 0, forms g_{t-1} and dz_{t-1} (writing dpre, dapre and dzbuf[(t-1)&1]) before one group sync
- * per step; at t = 0 it writes dh0. The loads for
- * the pointwise step (dh, h_hist, c_hist, apre) are issued before the product so their latency hides under it.
+ * and, while t > 0, forms g_{t-1} and dz_{t-1}, writes dz_{t-1} to dzbuf[(t-1)&1], arrives at the group's
+ * barrier, writes dpre and dapre, loads the next step's pointwise inputs (dh, h_hist, c_hist, apre) for its first
+ * batch tile, and waits; at t = 0 it writes dh0. Those loads thus hide under the barrier (other tiles load theirs
+ * before their product).
  * Numerics: the carried gradient, the pointwise math and the sums are fp32. dz_t is broadcast in pre's dtype:
  * for bf16 inputs W^T dz_t sees the bf16-rounded dz_t, which is the dpre the caller gets and the dz the dW
  * GEMM uses (bf16 x bf16 with fp32 accumulation, like a bf16-autocast matmul), so every consumer of dz_t sees

@@ -9,11 +9,13 @@
  *   h [B,T,D] pre's dtype  h_hist, c_hist [B,T,D] fp32  hbuf [2,B,Dp] pre's dtype (broadcast copy of the state)
  * Work split (dense_elman.cuh): G batch groups of ceil(D/R) blocks; in its group, block g owns rows j in
  * [g R, g R + R) of W for the whole launch: fp32 inputs keep the rows in fp32 shared memory and use CUDA-core
- * FMA (R from {2,4,8,10,12,16}), bf16 inputs keep 16, 32 or 48 rows in registers as bf16 MMA fragments; the
- * launcher takes the R that lets the most groups be co-resident (one 512-thread block per SM; on an H100 (132 SMs)
- * bf16 D=1280 gets R=48 and 4 groups of 27 blocks; ELMAN_DENSE_ROWS forces R). Per step t every block reads h_{t-1}
- * for its group's batch rows from hbuf[(t+1)&1] (through L2), computes z for its rows and those b in tiles,
- * applies the mode, writes h_t to h, h_hist, hbuf[t&1] (and c_t to c_hist), and the group syncs once.
+ * FMA (R from {2,4,8,10,12,16}), bf16 inputs keep 16, 32 or 48 rows as bf16 MMA fragments (in registers; at
+ * D > 1280 with 48 rows, one k-tile per warp in shared memory); the launcher takes the R that lets the most groups
+ * be co-resident (one 512-thread block per SM; on an H100 (132 SMs) bf16 D=1280 gets R=48 and 4 groups of 27
+ * blocks, D=1536 R=48 and 4 groups of 32; ELMAN_DENSE_ROWS forces R). Per step t every block reads h_{t-1} for its
+ * group's batch rows from hbuf[(t+1)&1] (through L2), computes z for its rows and those b in tiles, applies the
+ * mode and writes h_t to hbuf[t&1]; the last tile of the step then arrives at the group's barrier, writes h_t to
+ * h, h_hist (and c_t to c_hist), loads the next step's pre (and apre) for its first tile, and waits.
  * The state of a block's own rows also lives in shared memory in fp32 (GatedTanh's blend uses it).
  * Saved for backward (by ops/dense_elman): h_hist, and c_hist for GatedTanh.
  * Numerics: the state, h_hist, h_T, the products' sums and the pointwise math are fp32. fp32 inputs: fp32 W

@@ -14,7 +14,7 @@ namespace elman::ops {
 //   Tanh: h_t = tanh(z_t)   Linear: h_t = z_t
 //   GatedTanh: alpha_t = sigmoid(apre_t), h_t = alpha_t h_{t-1} + (1 - alpha_t) tanh(z_t)
 // (E1/E56 use Tanh with an output gate applied outside; E42 Linear; E63 and E66 GatedTanh, E66 passing
-// W = U V formed outside.)
+// W = U V formed outside; E42, E63 and E66 self-gate the output with ops::selfgate.)
 //
 // Args:
 //   pre    [B,T,D] float32 or bfloat16: the input projections (with bias).
@@ -29,9 +29,10 @@ namespace elman::ops {
 // to pre, W, apre and h0, with gradients flowing in from both outputs (either may be unused).
 // Gradients come back in each input's dtype (dW in W's dtype, accumulated in fp32).
 // The kernel is one persistent cooperative launch per direction: each block owns a slice of rows of W
-// (forward) or of W^T (backward) for all T, the state and the carried gradient are fp32, and one grid-wide
-// sync separates the steps. It saves the fp32 state history [B,T,D] (plus tanh(z) for GatedTanh) for the
-// backward pass, and forms dW = sum_t dz_t^T h_{t-1} as one GEMM afterwards. fp32 inputs compute in fp32
+// (forward) or of W^T (backward) for all T and for one group of batch rows, the state and the carried gradient
+// are fp32, and one barrier per batch group separates the steps. It saves the fp32 state history [B,T,D] (plus
+// tanh(z) for GatedTanh) and the output h for the backward pass, and forms dW = sum_t dz_t^T h_{t-1} as one GEMM
+// afterwards. fp32 inputs compute in fp32
 // throughout. bf16 inputs compute W h_{t-1}, W^T dz_t and dW as bf16 x bf16 tensor-core products with fp32
 // accumulation (as under bf16 autocast): W rounded to bf16, the state and dz broadcast as the bf16 values of
 // the outputs h and dpre, while the recurrence itself stays fp32 (README.md in this folder has the design
