@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #include "cuda/common/reduce.cuh"
+#include "cuda/common/sigmoid.cuh"
 
 namespace elman::cuda::delta {
 
@@ -85,8 +86,8 @@ struct Params {
   bool gated;
 };
 
-// Precise expf/tanhf (no fast-math): fp32 results agree with the LibTorch reference to ~1e-6.
-__device__ __forceinline__ float sigm(float x) { return 1.f / (1.f + expf(-x)); }
+// Precise sigmoid (cuda/common/sigmoid.cuh) and tanhf, no fast-math: fp32 results agree with the LibTorch reference
+// to ~1e-6.
 
 // Column sums over the RW rows of a warp (the lanes that share lane % TPR), reduce-scattered: at each row bit
 // (xor offsets TPR, 2 TPR, .. 16) while the count of values is even, the lane with the bit set keeps the upper
@@ -189,7 +190,7 @@ struct Prefetch {
       if (idx < L::K * L::NP) {
         st.kh[s][j] = static_cast<float>(k[m]), st.v[s][j] = static_cast<float>(v[m]);
         st.q[s][j] = static_cast<float>(q[m]);
-        st.be[s][j] = !p.gated ? 1.f : j < p.n ? sigm(static_cast<float>(bt[m]) + p.b_beta[h * p.n + j]) : 0.f;
+        st.be[s][j] = !p.gated ? 1.f : j < p.n ? sigmoid(static_cast<float>(bt[m]) + p.b_beta[h * p.n + j]) : 0.f;
       }
     }
   }

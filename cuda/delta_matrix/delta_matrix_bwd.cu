@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(L::kThreads) delta_matrix_bwd_kernel(const Par
 #pragma unroll
         for (int j = 0; j < J; ++j) Sg[s + 1][j] = Sg[s][j];
         const float u = step_forward<L>(Sg[s + 1], st, s, row, c0, dr[s]);
-        const float sg = sigm(u);
+        const float sg = sigmoid(u);
         dur[s] = sm.dy[s][row] * (u * sg * (2.f + u * (1.f - sg)));
       }
     }

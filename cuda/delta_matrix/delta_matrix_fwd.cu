@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(L::kThreads) delta_matrix_fwd_kernel(const Par
     for (int idx = threadIdx.x; idx < len * n; idx += L::kThreads) {
       const int s = idx / n, i = idx - s * n;
       const float u = u_s[s][i];
-      p.y[((static_cast<int64_t>(b) * p.T + t0 + s) * p.H + h) * n + i] = static_cast<scalar_t>(u * u * sigm(u));
+      p.y[((static_cast<int64_t>(b) * p.T + t0 + s) * p.H + h) * n + i] = static_cast<scalar_t>(u * u * sigmoid(u));
     }
   }
 #pragma unroll

@@ -41,6 +41,7 @@
 #include <type_traits>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/sigmoid.cuh"
 
 namespace elman::cuda::dense {
 
@@ -67,8 +68,6 @@ size_t smem_bytes(int64_t Dp, int64_t B) {
 // Four consecutive elements of the broadcast vector as fp32, read through L2 only (ld.global.cg): blocks
 // rewrite the buffer every other step, so a line cached in L1 from two steps ago would be stale.
 __device__ __forceinline__ float4 load4_cg(const float* p) { return __ldcg(reinterpret_cast<const float4*>(p)); }
-
-__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
 
 // tanh to ~1e-7 relative whatever the compiler flags (--use_fast_math turns tanhf into tanh.approx.f32,
 // ~5e-4 relative): an odd polynomial near 0, where 1 - e^{-2|x|} would cancel, and (1 - e)/(1 + e) elsewhere.

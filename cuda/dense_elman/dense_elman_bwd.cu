@@ -87,7 +87,7 @@ __device__ __forceinline__ PointOut point_bwd(const BwdParams<scalar_t>& p, cons
   if (!kGated) {
     out.dz = p.mode == kTanh ? g * (1.f - in.h * in.h) : g;
   } else {
-    const float a = sigmoid_f(in.ap);
+    const float a = fast_sigmoid(in.ap);
     out.da = g * (in.hp - in.c) * a * (1.f - a);
     out.dz = g * (1.f - a) * (1.f - in.c * in.c);
     out.q = g * a;

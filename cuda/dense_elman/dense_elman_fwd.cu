@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdP
         } else if (p.mode == kLinear) {
           hn = z;
         } else {
-          const float a = sigmoid_f(ap);
+          const float a = fast_sigmoid(ap);
           c = tanh_f(z);
           hn = a * st[b * R + r] + (1.f - a) * c;
         }

@@ -4,20 +4,21 @@
 //                                        projections; dw[i] += grads of the parameters.
 // G is dL/dh_t (the output's selfgate gradient plus the carried gradient).
 #pragma once
+#include "cuda/common/sigmoid.cuh"
 
 namespace elman::cuda {
 
-// Precise expf/tanhf (no fast-math): fp32 results agree with the LibTorch reference to ~1e-6.
-__device__ __forceinline__ float sigm(float x) { return 1.f / (1.f + expf(-x)); }
+// Precise sigmoid (cuda/common/sigmoid.cuh) and tanhf, no fast-math: fp32 results agree with the LibTorch reference
+// to ~1e-6.
 
 struct CellE61 {
   static constexpr int P = 2;
   __device__ static float fwd(float hp, float a, float p, const float* w) {
-    const float al = sigm(a + w[0]);
+    const float al = sigmoid(a + w[0]);
     return al * hp + (1.f - al) * (p + w[1]);
   }
   __device__ static float bwd(float G, float hp, float a, float p, const float* w, float& da, float& dp, float* dw) {
-    const float al = sigm(a + w[0]);
+    const float al = sigmoid(a + w[0]);
     da = G * (hp - (p + w[1])) * al * (1.f - al);
     dp = G * (1.f - al);
     dw[0] += da, dw[1] += dp;
@@ -28,11 +29,11 @@ struct CellE61 {
 struct CellE62 {
   static constexpr int P = 2;
   __device__ static float fwd(float hp, float a, float p, const float* w) {
-    const float k = sigm(a + w[0]);
+    const float k = sigmoid(a + w[0]);
     return (1.f - k) * hp + k * tanhf(p + w[1]);
   }
   __device__ static float bwd(float G, float hp, float a, float p, const float* w, float& da, float& dp, float* dw) {
-    const float k = sigm(a + w[0]), v = tanhf(p + w[1]);
+    const float k = sigmoid(a + w[0]), v = tanhf(p + w[1]);
     da = G * (v - hp) * k * (1.f - k);
     dp = G * k * (1.f - v * v);
     dw[0] += da, dw[1] += dp;
@@ -49,11 +50,11 @@ struct CellAdditiveH {
     return 1.f;
   }
   __device__ static float fwd(float hp, float a, float p, const float* w) {
-    const float al = sigm(a + w[0]);
+    const float al = sigmoid(a + w[0]);
     return al * hp + (1.f - al) * tanhf(d_of(w) * hp + p + w[1]);
   }
   __device__ static float bwd(float G, float hp, float a, float p, const float* w, float& da, float& dp, float* dw) {
-    const float al = sigm(a + w[0]), d = d_of(w), v = tanhf(d * hp + p + w[1]);
+    const float al = sigmoid(a + w[0]), d = d_of(w), v = tanhf(d * hp + p + w[1]);
     da = G * (hp - v) * al * (1.f - al);
     dp = G * (1.f - al) * (1.f - v * v);
     dw[0] += da, dw[1] += dp;
@@ -67,11 +68,11 @@ using CellE65 = CellAdditiveH<true>;
 struct CellE67 {
   static constexpr int P = 3;
   __device__ static float fwd(float hp, float a, float p, const float* w) {
-    const float al = sigm(a + w[2] * hp + w[0]);
+    const float al = sigmoid(a + w[2] * hp + w[0]);
     return al * hp + (1.f - al) * tanhf(p + w[1]);
   }
   __device__ static float bwd(float G, float hp, float a, float p, const float* w, float& da, float& dp, float* dw) {
-    const float al = sigm(a + w[2] * hp + w[0]), v = tanhf(p + w[1]);
+    const float al = sigmoid(a + w[2] * hp + w[0]), v = tanhf(p + w[1]);
     da = G * (hp - v) * al * (1.f - al);
     dp = G * (1.f - al) * (1.f - v * v);
     dw[0] += da, dw[1] += dp, dw[2] += da * hp;
@@ -82,11 +83,11 @@ struct CellE67 {
 struct CellE68 {
   static constexpr int P = 4;
   __device__ static float fwd(float hp, float a, float p, const float* w) {
-    const float al = sigm(a + w[0]), g = sigm(w[2] * hp + w[3]);
+    const float al = sigmoid(a + w[0]), g = sigmoid(w[2] * hp + w[3]);
     return al * hp + (1.f - al) * tanhf(p + w[1]) * g;
   }
   __device__ static float bwd(float G, float hp, float a, float p, const float* w, float& da, float& dp, float* dw) {
-    const float al = sigm(a + w[0]), g = sigm(w[2] * hp + w[3]), c = tanhf(p + w[1]);
+    const float al = sigmoid(a + w[0]), g = sigmoid(w[2] * hp + w[3]), c = tanhf(p + w[1]);
     da = G * (hp - c * g) * al * (1.f - al);
     const float dv = G * (1.f - al);
     dp = dv * g * (1.f - c * c);

@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(kThreads) gated_diag_bwd_kernel(const BwdParam
     for (int u = 0; u < kSteps; ++u) {
       const int t = t1 - u;
       if (t >= 0) {
-        const float s = sigm(h[u]);
+        const float s = sigmoid(h[u]);
         const float G = dh + g[u] * (2.f * h[u] * s + h[u] * h[u] * s * (1.f - s));
         float da, dp;
         dh = Cell::bwd(G, hp[u], a[u], v[u], w, da, dp, dw);

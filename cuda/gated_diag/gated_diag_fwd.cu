@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kThreads) gated_diag_fwd_kernel(const FwdParam
       if (t0 + u < p.T) {
         h = Cell::fwd(h, a[u], v[u], w);
         const int64_t o = out_off + static_cast<int64_t>(t0 + u) * p.D;
-        p.y[o] = static_cast<scalar_t>(h * h * sigm(h));
+        p.y[o] = static_cast<scalar_t>(h * h * sigmoid(h));
         p.h_hist[o] = h;
       }
     }

@@ -10,6 +10,7 @@
 
 #include "cuda/common/dispatch.h"
 #include "cuda/common/vec.cuh"
+#include "cuda/common/sigmoid.cuh"
 
 namespace elman::cuda::gated_norm {
 
@@ -42,8 +43,6 @@ struct Params {
   float eps;
   bool gate_first;  // GateThenNorm: rmsnorm(y silu(z)) w; else rmsnorm(y) w silu(z)
 };
-
-__device__ __forceinline__ float sigmoid(float a) { return 1.f / (1.f + expf(-a)); }
 
 // Host: sets r to t's rows and returns true, or returns false when t's last dim is not contiguous or its leading
 // dims do not collapse to two levels.

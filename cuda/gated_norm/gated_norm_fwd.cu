@@ -21,7 +21,6 @@
 namespace elman::cuda {
 namespace {
 using gated_norm::Params;
-using gated_norm::sigmoid;
 
 template <typename Y, typename Z, typename O, int V>
 __global__ void __launch_bounds__(gated_norm::kMaxWarps * 32) gated_norm_fwd_kernel(const Params<Y, Z, O> p) {

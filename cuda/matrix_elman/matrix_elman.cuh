@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "cuda/common/reduce.cuh"
+#include "cuda/common/sigmoid.cuh"
 
 namespace elman::cuda::matrix {
 
@@ -98,8 +99,8 @@ struct Params {
   int B, T, n, n4, nblk, nseg;
 };
 
-// Precise expf/tanhf (no fast-math): fp32 results agree with the LibTorch reference to ~1e-6.
-__device__ __forceinline__ float sigm(float x) { return 1.f / (1.f + expf(-x)); }
+// Precise sigmoid (cuda/common/sigmoid.cuh) and tanhf, no fast-math: fp32 results agree with the LibTorch reference
+// to ~1e-6.
 
 // Two warp sums with their shuffles interleaved (independent chains).
 __device__ __forceinline__ void warp_sum2(float& a, float& b) {
@@ -181,7 +182,7 @@ struct Prefetch {
       const int s = threadIdx.x / kRows, r = threadIdx.x % kRows, row = i0 + r;
       st.v[s][r] = static_cast<float>(v);
       if constexpr (C == kE71) st.a[s][r] = static_cast<float>(a);
-      if constexpr (C == kE72) st.a[s][r] = row < p.n ? sigm(static_cast<float>(a) + p.w[row]) : 0.f;
+      if constexpr (C == kE72) st.a[s][r] = row < p.n ? sigmoid(static_cast<float>(a) + p.w[row]) : 0.f;
     }
   }
 };
@@ -215,11 +216,11 @@ __device__ __forceinline__ RowStep step_forward(float (&S)[L::J], const Stage<L,
     r = warp_sum(r);
     float c;  // the coefficient of k in the row's update
     if constexpr (C == kE71) {
-      o.al = sigm(st.a[s][w] + fmaf(rp.d_alpha, r, rp.b_alpha));
+      o.al = sigmoid(st.a[s][w] + fmaf(rp.d_alpha, r, rp.b_alpha));
       c = (1.f - o.al) * v;
     } else {
       o.al = st.a[s][w];
-      o.g = sigm(fmaf(rp.d_g, r, rp.b_g));
+      o.g = sigmoid(fmaf(rp.d_g, r, rp.b_g));
       c = (1.f - o.al) * v * o.g;
     }
     o.r = r;

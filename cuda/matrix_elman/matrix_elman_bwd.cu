@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks) matrix_elman_bwd_kern
       const RowStep o = step_forward<L, C>(S, sm.st, s, w, lane, rp);
 #pragma unroll
       for (int e = 0; e < J; ++e) hist[s + 1][lane + 32 * e] = S[e];
-      const float sg = sigm(o.u);
+      const float sg = sigmoid(o.u);
       const float du = sm.dy[s][w] * (o.u * sg * (2.f + o.u * (1.f - sg)));
       if (lane == s) my_r = o.r, my_al = o.al, my_g = o.g, my_du = du;
     }

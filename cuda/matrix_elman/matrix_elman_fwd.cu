@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(kThreads) matrix_elman_fwd_kernel(const Params
       const int s = idx / kRows, r = idx - s * kRows;
       if (i0 + r < n) {
         const float u = u_s[s][r];
-        p.y[(static_cast<int64_t>(b) * p.T + t0 + s) * n + i0 + r] = static_cast<scalar_t>(u * u * sigm(u));
+        p.y[(static_cast<int64_t>(b) * p.T + t0 + s) * n + i0 + r] = static_cast<scalar_t>(u * u * sigmoid(u));
       }
     }
   }

@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "cuda/common/vec.cuh"
+#include "cuda/common/sigmoid.cuh"
 
 namespace elman::cuda::short_conv {
 
@@ -36,8 +37,6 @@ struct Params {
   int B, T, C;
   bool silu;
 };
-
-__device__ __forceinline__ float sigmoid(float a) { return 1.f / (1.f + expf(-a)); }
 
 // The taps and bias of channels c0 .. c0+V-1: w[i][j] = w[c0+j, i].
 template <int V, int W, typename scalar_t>

@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "cuda/slot_matrix/geometry.h"
+#include "cuda/common/sigmoid.cuh"
 
 namespace elman::cuda::slots {
 
@@ -138,8 +139,8 @@ __device__ __forceinline__ void issue_row(const Params<scalar_t>& p, scalar_t* r
   for (int o = threadIdx.x * step; o < bytes; o += blockDim.x * step) cp_async(dst + o, src + o, p.vec16);
 }
 
-// Precise expf/tanhf (no fast-math): fp32 results agree with the LibTorch reference to ~1e-6.
-__device__ __forceinline__ float sigm(float x) { return 1.f / (1.f + expf(-x)); }
+// Precise sigmoid (cuda/common/sigmoid.cuh) and tanhf, no fast-math: fp32 results agree with the LibTorch reference
+// to ~1e-6.
 
 // Shared memory common to both kernels (the ring of proj rows is dynamic shared memory after it).
 template <int N>
@@ -304,7 +305,7 @@ __device__ __forceinline__ void walk_forward(const Params<scalar_t>& p, Common<N
     float pv = static_cast<float>(row[2 * D + li]) + sm.b[li];
 #pragma unroll
     for (int j = 0; j < N; ++j) pv = fmaf(sm.Wr[li][j], __shfl_sync(kFull, r, j), pv);
-    const float v = tanhf(pv), al = sigm(static_cast<float>(row[2 * D + N + li]) + sm.ba[li]);
+    const float v = tanhf(pv), al = sigmoid(static_cast<float>(row[2 * D + N + li]) + sm.ba[li]);
     if (rec && warp == 0 && lane < N) rec->r[s][lane] = r, rec->v[s][lane] = v, rec->al[s][lane] = al;
 
     // S = diag(alpha) S + diag(1 - alpha) v k_t^T on the thread's columns; then the partial sums of S q_t and

@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(L::kThreads) sparse_block_bwd_kernel(const Sca
 #pragma unroll
         for (int j = 0; j < J; ++j) Sg[s + 1][j] = Sg[s][j];
         const float u = mix_step_forward<L>(Sg[s + 1], st, sm.w[s], s, row, c0, dr[s]);
-        const float sg = delta::sigm(u);
+        const float sg = sigmoid(u);
         dur[s] = sm.dy[s][row] * (u * sg * (2.f + u * (1.f - sg)));
       }
     }

@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(L::kThreads) sparse_block_fwd_kernel(const Sca
       const int s = idx / n, i = idx - s * n;
       const float u = u_s[s][i];
       p.y[((static_cast<int64_t>(b) * p.T + t0 + s) * p.H + h) * n + i] =
-          static_cast<scalar_t>(u * u * delta::sigm(u));
+          static_cast<scalar_t>(u * u * sigmoid(u));
     }
   }
 #pragma unroll

@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/sigmoid.cuh"
 #include "cuda/common/vec.cuh"
 #include "cuda/swiglu/swiglu.h"
 #include "ops/common/alloc.h"
@@ -43,7 +44,7 @@ __global__ void __launch_bounds__(kThreads) swiglu_bwd_kernel(const T* __restric
   load<V>(dy + e, d);
 #pragma unroll
   for (int j = 0; j < V; ++j) {
-    const float sg = 1.f / (1.f + __expf(-g[j]));
+    const float sg = fast_sigmoid(g[j]);
     dg[j] = d[j] * u[j] * sg * (1.f + g[j] * (1.f - sg));
     du[j] = d[j] * g[j] * sg;
   }
@@ -73,7 +74,7 @@ __global__ void __launch_bounds__(kThreads) selfgate_bwd_kernel(const T* __restr
   load<V>(dy + e, d);
 #pragma unroll
   for (int j = 0; j < V; ++j) {
-    const float s = 1.f / (1.f + __expf(-v[j]));
+    const float s = fast_sigmoid(v[j]);
     d[j] = d[j] * v[j] * s * (2.f + v[j] * (1.f - s));
   }
   store<V>(dx + e, d);
