@@ -2,13 +2,13 @@
 // products over a batch tile (two "products", one per input dtype), the pointwise math, and the cooperative
 // launch that picks the rows per block.
 //
-// Both kernels have the same shape: the grid is G batch groups of ceil(D / R) blocks; in each group, block g
-// owns R consecutive rows of a D x D matrix M (forward: W, backward: W^T), and each step computes
+// Both kernels have the same shape: the grid is G batch groups of ceil(D / R) blocks; in each group, block g owns R
+// consecutive rows of a D x D matrix M (forward: W, backward: W^T), and each step computes
 // out[b, r] = sum_k M[g*R + r, k] v[b, k] for the group's batch rows b (a contiguous slice of B), where v [B, Dp]
 // (the previous state, or the current dz) was written by the group's blocks during the previous step and is read
-// back from L2 after the group's barrier (group_arrive / group_wait). Batch rows are independent, so the groups never wait for
-// each other: G groups walk T side by side, and each step's latency (the barrier, the L2 round trip of v) is paid
-// once for B / G rows instead of once for all B. The launcher picks the product (R) that lets the most groups be
+// back from L2 after the group's barrier (group_arrive / group_wait). Batch rows are independent, so the groups never
+// wait for each other: G groups walk T side by side, and each step's latency (the barrier, the L2 round trip of v) is
+// paid once for B / G rows instead of once for all B. The launcher picks the product (R) that lets the most groups be
 // co-resident (ties: the smaller R). A product object hides how a step's product is computed:
 //
 // FmaProduct<R> (fp32 inputs): the R x D slice of M stays in fp32 shared memory; CUDA-core FMA, fp32 v read
@@ -23,14 +23,14 @@
 //   Partial sums are reduced over kq by two halving shuffle rounds (3 R shuffles per lane), then every lane
 //   writes R sums for one batch row into red[warp][b][r]; the caller sums the 16 warps after __syncthreads.
 //
-// MmaProduct<MT, KT, KS> (bf16 inputs): 16 MT rows per block, M in bf16 held as mma.sync A fragments for the
-// whole launch (warp w owns the 16 x 16 k-tiles w, w + 16, ... of each of its MT row tiles: its first KT in
-// registers, up to KS more in shared memory, read back every step), and per batch tile (32, 16 or 8 rows for MT = 1, 2, 3) the tile of v is first copied from L2 into shared
-// memory with every load in flight at once (the step is bound by L2 latency otherwise: measured 8 us per step at
-// D = 1280 with the FMA product reading v from L2 in 16-byte pieces), then each warp runs m16n8k16 bf16 MMAs with
-// fp32 accumulation over its k-tiles for the n-tiles of 8 batch rows that hold rows of the group, and writes its
-// partial sums to red[warp][r][b]. MT = 3 takes a third of the blocks per group (D = 1280: 27 instead of 80),
-// so four batch groups fit on an H100 where one did.
+// MmaProduct<MT, KT, KS> (bf16 inputs): 16 MT rows per block, M in bf16 held as mma.sync A fragments for the whole
+// launch (warp w owns the 16 x 16 k-tiles w, w + 16, ... of each of its MT row tiles: its first KT in registers, up to
+// KS more in shared memory, read back every step), and per batch tile (32, 16 or 8 rows for MT = 1, 2, 3) the tile of v
+// is first copied from L2 into shared memory with every load in flight at once (the step is bound by L2 latency
+// otherwise: measured 8 us per step at D = 1280 with the FMA product reading v from L2 in 16-byte pieces), then each
+// warp runs m16n8k16 bf16 MMAs with fp32 accumulation over its k-tiles for the n-tiles of 8 batch rows that hold rows
+// of the group, and writes its partial sums to red[warp][r][b]. MT = 3 takes a third of the blocks per group (D = 1280:
+// 27 instead of 80), so four batch groups fit on an H100 where one did.
 #pragma once
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/util/BFloat16.h>

@@ -112,7 +112,8 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdP
   const bool mine = threadIdx.x < R * Prod::kBTile && k < p.D;
   const int64_t BDp = static_cast<int64_t>(p.B) * p.Dp;
   const auto at = [&](int b, int t) { return (static_cast<int64_t>(b) * p.T + t) * p.D + k; };
-  // Stores dz_t of channel (b, t, k) to the broadcast buffer (what the group waits for), or, late, to the outputs.
+  // publish: dz of channel (b, k) to the broadcast buffer (what the group waits for) and the gate term to st;
+  // store: dpre and dapre at o, after the block has arrived at the barrier.
   const auto publish = [&](const PointOut& out, int b, scalar_t* dz_buf) {
     dz_buf[static_cast<int64_t>(b) * p.Dp + k] = static_cast<scalar_t>(out.dz);
     st[b * R + r] = out.q;
@@ -137,7 +138,8 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_bwd_kernel(const BwdP
   // others at the start of their tile.
   PointIn in_first;
   const auto load_first = [&](int t) {
-    if (mine && t > 0 && bs.beg + bl < bs.end) in_first = load_point<kGated>(p, bs.beg + bl, k, t - 1, at(bs.beg + bl, t - 1));
+    const int b = bs.beg + bl;
+    if (mine && t > 0 && b < bs.end) in_first = load_point<kGated>(p, b, k, t - 1, at(b, t - 1));
   };
   group_arrive(p.bar + grp);
   load_first(p.T - 1);

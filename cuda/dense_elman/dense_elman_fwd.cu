@@ -76,9 +76,10 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdP
   // The pointwise inputs of channel (b, t, j), loaded before they are needed and consumed after the product:
   // those of a step's first tile one step ahead (their DRAM latency hides under the barrier), the others at
   // the start of their tile.
+  const auto at = [&](int b, int t) { return (static_cast<int64_t>(b) * p.T + t) * p.D + j; };
   const auto load_in = [&](int b, int t, float& x, float& ap) {
     if (!mine || b >= bs.end) return;
-    const int64_t o = (static_cast<int64_t>(b) * p.T + t) * p.D + j;
+    const int64_t o = at(b, t);
     x = static_cast<float>(p.pre[o]);
     if (gated) ap = static_cast<float>(p.apre[o]);
   };
@@ -90,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, 1) dense_elman_fwd_kernel(const FwdP
     for (int b0 = bs.beg; b0 < bs.end; b0 += Prod::kBTile) {
       const int b = b0 + bl;
       const bool act = mine && b < bs.end, last = b0 + Prod::kBTile >= bs.end;
-      const int64_t o = (static_cast<int64_t>(b) * p.T + t) * p.D + j;
+      const int64_t o = at(b, t);
       float x = x_first, ap = ap_first;
       if (b0 != bs.beg) load_in(b, t, x, ap);
       prod.tile(hin, bs.end, b0);
