@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Throughput of the full training step (forward, backward, clip, AdamW) at 100M, batch 32 x 512,
 # bf16 autocast with fp32 master weights, for each model, side by side in one run; with
-# --torch, also our plain-PyTorch Llama (scripts/bench_torch_llama.py), eager and torch.compile.
+# --torch, also our plain-PyTorch Llama (scripts/bench_torch_llama.py), eager and torch.compile; with --peers DIR,
+# also the peer implementations of our Mamba2 and GatedDeltaNet (mamba_ssm's Triton Mamba2, FLA's GatedDeltaNet,
+# with our models' structure and parameter counts: scripts/bench_torch_peers.py) from DIR (scripts/get_peers.sh).
 # tok/s excludes the first (warm-up) step. Needs a CUDA GPU and a build (scripts/setup.sh).
-# Usage: scripts/bench.sh [--torch] [--steps N] [--profile N] [MODEL[@IMPL] | CONFIG.yaml[@IMPL] ...]
+# Usage: scripts/bench.sh [--torch] [--peers DIR] [--steps N] [--profile N] [MODEL[@IMPL] | CONFIG.yaml[@IMPL] ...]
 #   (default: llama e61). --profile N: after each row, the kernel-time table of N steps (elman-train --profile;
 #   the profiled steps run slower, so take tok/s from a run without it).
 #   MODEL runs at --params 100m; a CONFIG.yaml (e.g. configs/bench-100m/E74-d-noz-t.yaml) runs its model,
@@ -14,10 +16,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${ELMAN_BUILD_DIR:-$root/build}"
-steps=50 torch=0 profile=0 failed=0 models=()
+steps=50 torch=0 peers="" profile=0 failed=0 models=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --torch) torch=1 ;;
+    --peers) peers="$2"; shift ;;
     --steps) steps="$2"; shift ;;
     --profile) profile="$2"; shift ;;
     *) models+=("$1") ;;
@@ -66,6 +69,23 @@ if [ "$torch" = 1 ]; then
     params="$(echo "$line" | sed -n 's/.*params=\([0-9,]*\).*/\1/p' | tr -d ,)"
     toks="$(echo "$line" | sed -n 's/.*tok\/s=\([0-9.]*\).*/\1/p')"
     row "$name" "$params" pytorch "$(printf '%.0f' "$toks")" -
+  done
+fi
+if [ -n "$peers" ]; then
+  # A peer that fails (its Triton kernels on this GPU, a missing package) prints a failed row, as ours do.
+  for m in mamba2 gdn; do
+    if ! python3 "$root/scripts/bench_torch_peers.py" --model "$m" --peers "$peers" --steps "$steps" \
+      >"$out/peer-$m.out" 2>"$out/peer-$m.log"; then
+      row "peer-$m" - - failed -
+      tail -n 3 "$out/peer-$m.log" | sed 's/^/    /'
+      failed=1
+      continue
+    fi
+    line="$(tail -n 1 "$out/peer-$m.out")"
+    name="$(echo "$line" | awk '{print $1}')"
+    params="$(echo "$line" | sed -n 's/.*params=\([0-9,]*\).*/\1/p' | tr -d ,)"
+    toks="$(echo "$line" | sed -n 's/.*tok\/s=\([0-9.]*\).*/\1/p')"
+    row "$name" "$params" triton "$(printf '%.0f' "$toks")" -
   done
 fi
 exit "$failed"
