@@ -4,14 +4,13 @@
 //
 // Usage: elman-opbench OP [--B 32] [--T 512] [--D 1280] [--dtype bf16|f32] [--impl kernel|reference|chunked]
 //                         [--iters 10]
-//   OP: dense-tanh | dense-linear | dense-gated | diag-e61 | matrix-e70 .. matrix-e73 | sparse-b4k2 | sparse-b16k4 |
-//   sparse-b32k8 | slots-n8 | gdn | ssd | short_conv | gated_norm | gated_norm_gdn (see ops() below; the matrix
-//   cases take --D as n_state; the sparse_block cases take their widths from the E87 level name and ignore --D; gdn
-//   is the gated delta rule at the 100M heads, H 6, K 128, V 256, and ignores --D; ssd takes --D as the number of
-//   heads, with Mamba2's headdim 64 and d_state 128; --impl chunked is their LibTorch chunked scans; short_conv is
-//   the layers' conv + SiLU over --D channels (default 2048, Mamba2's at 100M), gated_norm Mamba2's gated norm over
-//   rows of --D (default 1792, its d_inner at 100M), gated_norm_gdn GatedDeltaNet's per-head norm at H 6, V 256,
-//   ignoring --D).
+//   OP: dense-tanh | dense-linear | dense-gated | diag-e61 .. diag-e68 | matrix-e70 .. matrix-e73 | sparse-b4k2 |
+//   sparse-b16k4 | sparse-b32k8 | slots-n8 | gdn | ssd | short_conv | gated_norm | gated_norm_gdn (see ops() below; the
+//   matrix cases take --D as n_state; the sparse_block cases take their widths from the E87 level name and ignore --D;
+//   gdn is the gated delta rule at the 100M heads, H 6, K 128, V 256, and ignores --D; ssd takes --D as the number of
+//   heads, with Mamba2's headdim 64 and d_state 128; --impl chunked is their LibTorch chunked scans; short_conv is the
+//   layers' conv + SiLU over --D channels (default 2048, Mamba2's at 100M), gated_norm Mamba2's gated norm over rows of
+//   --D (default 1792, its d_inner at 100M), gated_norm_gdn GatedDeltaNet's per-head norm at H 6, V 256, ignoring --D).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
@@ -220,6 +219,11 @@ const std::map<std::string, OpCase>& ops() {
       {"dense-linear", dense(elman::ops::DenseMode::Linear)},
       {"dense-gated", dense(elman::ops::DenseMode::GatedTanh)},
       {"diag-e61", diag(elman::ops::DiagCell::E61)},
+      {"diag-e62", diag(elman::ops::DiagCell::E62)},
+      {"diag-e64", diag(elman::ops::DiagCell::E64)},
+      {"diag-e65", diag(elman::ops::DiagCell::E65)},
+      {"diag-e67", diag(elman::ops::DiagCell::E67)},
+      {"diag-e68", diag(elman::ops::DiagCell::E68)},
       {"matrix-e70", matrix(elman::ops::MatrixCell::E70)},
       {"matrix-e71", matrix(elman::ops::MatrixCell::E71)},
       {"matrix-e72", matrix(elman::ops::MatrixCell::E72)},
