@@ -47,36 +47,52 @@ __global__ void __launch_bounds__(kThreads) gated_diag_bwd_kernel(const BwdParam
   for (int i = 0; i < Cell::P; ++i) w[i] = p.w[i * p.D + d], dw[i] = 0.f;
   const int64_t proj_off = static_cast<int64_t>(b) * p.T * 2 * p.D + d;
   const int64_t st_off = static_cast<int64_t>(b) * p.T * p.D + d;
-  float dh = p.dh_T ? p.dh_T[idx] : 0.f;
-  for (int t1 = p.T - 1; t1 >= 0; t1 -= kSteps) {
-    // Steps t1, t1-1, ..., t1-kSteps+1 (those >= 0): load everything first, then run the chain.
-    float a[kSteps], v[kSteps], h[kSteps], hp[kSteps], g[kSteps];
+  // A block holds the inputs of steps t1, t1-1, ..., t1-kSteps+1 (zero below t = 0) and hs[u] = h_{t1-u} for
+  // u = 0 .. kSteps, with h_{-1} = h0: step u's h is hs[u] and its h_{t-1} is hs[u+1]. Two blocks alternate:
+  // one is loading while the chain runs through the other.
+  struct Block {
+    float a[kSteps], v[kSteps], g[kSteps], hs[kSteps + 1];
+  };
+  const float h0 = p.h0[idx];
+  const auto load = [&](int t1, Block& k) {
 #pragma unroll
-    for (int u = 0; u < kSteps; ++u) {
+    for (int u = 0; u <= kSteps; ++u) {
       const int t = t1 - u;
-      if (t >= 0) {
-        const int64_t row = proj_off + static_cast<int64_t>(t) * 2 * p.D;
-        a[u] = static_cast<float>(p.proj[row]);
-        v[u] = static_cast<float>(p.proj[row + p.D]);
-        const int64_t o = st_off + static_cast<int64_t>(t) * p.D;
-        h[u] = p.h_hist[o];
-        hp[u] = t > 0 ? p.h_hist[o - p.D] : p.h0[idx];
-        g[u] = p.dy ? static_cast<float>(p.dy[o]) : 0.f;
-      }
+      k.hs[u] = t >= 0 ? p.h_hist[st_off + static_cast<int64_t>(t) * p.D] : t == -1 ? h0 : 0.f;
     }
 #pragma unroll
     for (int u = 0; u < kSteps; ++u) {
       const int t = t1 - u;
+      const bool in = t >= 0;
+      const int64_t row = proj_off + static_cast<int64_t>(in ? t : 0) * 2 * p.D;
+      k.a[u] = in ? static_cast<float>(p.proj[row]) : 0.f;
+      k.v[u] = in ? static_cast<float>(p.proj[row + p.D]) : 0.f;
+      k.g[u] = in && p.dy ? static_cast<float>(p.dy[st_off + static_cast<int64_t>(in ? t : 0) * p.D]) : 0.f;
+    }
+  };
+  float dh = p.dh_T ? p.dh_T[idx] : 0.f;
+  const auto run = [&](int t1, const Block& k) {
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      const int t = t1 - u;
       if (t >= 0) {
-        const float s = sigmoid(h[u]);
-        const float G = dh + g[u] * (2.f * h[u] * s + h[u] * h[u] * s * (1.f - s));
+        const float h = k.hs[u], s = sigmoid(h);
+        const float G = dh + k.g[u] * (2.f * h * s + h * h * s * (1.f - s));
         float da, dp;
-        dh = Cell::bwd(G, hp[u], a[u], v[u], w, da, dp, dw);
+        dh = Cell::bwd(G, k.hs[u + 1], k.a[u], k.v[u], w, da, dp, dw);
         const int64_t row = proj_off + static_cast<int64_t>(t) * 2 * p.D;
         p.dproj[row] = static_cast<scalar_t>(da);
         p.dproj[row + p.D] = static_cast<scalar_t>(dp);
       }
     }
+  };
+  Block x, y;
+  load(p.T - 1, x);
+  for (int t1 = p.T - 1; t1 >= 0; t1 -= 2 * kSteps) {
+    load(t1 - kSteps, y);
+    run(t1, x);
+    load(t1 - 2 * kSteps, x);
+    run(t1 - kSteps, y);
   }
   p.dh0[idx] = dh;
 #pragma unroll
