@@ -38,7 +38,9 @@ echo "training-step throughput, batch 32 x 512, bf16 autocast, $steps steps, $gp
 row() { printf '%-20s %12s %12s %12s %8s\n' "$@"; }
 row model params impl tok/s memGiB
 # Each row is printed as soon as its run ends, so a sweep cut short still reports what it measured.
+n=0
 for spec in "${models[@]}"; do
+  n=$((n + 1))
   m="${spec%@*}" impl=""
   [ "$m" = "$spec" ] || impl="${spec#*@}"
   if [[ "$m" == *.yaml ]]; then  # a config (model options such as E74's --state): its model and sizes
@@ -47,7 +49,7 @@ for spec in "${models[@]}"; do
   else
     label="$m" what=(--model "$m" --params 100m)
   fi
-  name="$label-${impl:-auto}"
+  name="$n-$label-${impl:-auto}"  # the row number: a model may be listed twice (a run directory is never reused)
   # A run that fails (diverges, runs out of memory, is refused) prints its row as failed, its last log lines,
   # and the benchmark goes on to the next model; the script then exits 1.
   if ! "$build/elman-train" "${what[@]}" ${impl:+--impl "$impl"} --steps "$steps" --warmup 5 --batch 32 --chunk 512 \
