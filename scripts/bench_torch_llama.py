@@ -17,33 +17,26 @@ hidden = 8/3*dim rounded up to a multiple of 256, fused gate/up projection.
 No biases; xavier_uniform init on every projection.  The default config has
 101,770,880 parameters (asserted).
 
-Step: fp32 master weights, bf16 autocast (CUDA only), cross-entropy over all
-positions, backward, clip_grad_norm_(1.0), AdamW(lr 3e-4, betas (0.9, 0.95),
-weight decay 0.01, fused on CUDA).  Input is fresh uniform random bytes each
-step, shape batch x (chunk+1): inputs [:, :-1], targets [:, 1:].
-
-Timing: `warmup` untimed steps (they include torch.compile's compilation),
-then `steps` steps between two device synchronizations, on a host clock.
+Step and timing: scripts/torch_step.py (the step elman-train runs: bf16 autocast,
+fp32 master weights, clip 1.0, fused AdamW; warmup untimed steps, which include
+torch.compile's compilation, then `steps` steps between two synchronizations).
 Last line printed (stdout):
     torch-llama-{eager|compile}  params=N  tok/s=X  ms/step=Y
 with tok/s = batch*chunk*steps/seconds.  Other messages go to stderr.
---profile N: after the timing, profiles 3 more steps and prints the N kernels with the most
-device time (the breakdown that says which small ops a fused path has to absorb).
+--profile N: the N kernels with the most device time over 3 more steps (the breakdown that
+says which small ops a fused path has to absorb).
 """
 
 import argparse
-import math
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VOCAB = 256
+from torch_step import NORM_EPS, VOCAB, RMSNorm, add_step_args, count_params, time_training
 HEAD_DIM = 64
 ROPE_THETA = 10000.0
-NORM_EPS = 1e-5
 DEFAULT_DIM, DEFAULT_DEPTH = 640, 20
 DEFAULT_PARAMS = 101_770_880
 
@@ -51,15 +44,6 @@ DEFAULT_PARAMS = 101_770_880
 def swiglu_hidden(dim):
     """8/3 * dim rounded up to a multiple of 256 (exact integer arithmetic)."""
     return -(-8 * dim // (3 * 256)) * 256
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, NORM_EPS)
 
 
 def rope_tables(seq_len, head_dim, device):
@@ -151,10 +135,6 @@ class Llama(nn.Module):
         return F.linear(self.norm(x), self.embed.weight)
 
 
-def count_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 def check_default_params(args, n):
     if (args.dim, args.depth) == (DEFAULT_DIM, DEFAULT_DEPTH):
         assert n == DEFAULT_PARAMS, f"expected {DEFAULT_PARAMS:,} params, got {n:,}"
@@ -162,18 +142,13 @@ def check_default_params(args, n):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--chunk", type=int, default=512)
     ap.add_argument("--dim", type=int, default=DEFAULT_DIM)
     ap.add_argument("--depth", type=int, default=DEFAULT_DEPTH)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="use torch.compile")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="after timing, print the N kernels with the most device time over 3 steps")
     ap.add_argument("--params-only", action="store_true",
                     help="build on the meta device, print the count, exit")
+    add_step_args(ap)
     args = ap.parse_args()
     if min(args.batch, args.chunk, args.dim, args.depth, args.steps) < 1 \
             or args.warmup < 0:
@@ -196,8 +171,6 @@ def main():
         model = Llama(args.dim, args.depth, args.chunk)
     n_params = count_params(model)
     check_default_params(args, n_params)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95),
-                            weight_decay=0.01, fused=on_cuda)
     forward = torch.compile(model) if args.compile else model
     mode = "compile" if args.compile else "eager"
     print(f"bench_torch_llama: {mode} on {device}"
@@ -205,50 +178,9 @@ def main():
           f"torch {torch.__version__}, params={n_params:,}, batch={args.batch}, "
           f"chunk={args.chunk}, dim={args.dim}, depth={args.depth}",
           file=sys.stderr)
-
-    def train_step():
-        batch = torch.randint(0, VOCAB, (args.batch, args.chunk + 1), device=device)
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
-            logits = forward(inputs)
-            loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(),
-                                   targets.reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
-    def sync():
-        if on_cuda:
-            torch.cuda.synchronize(device)
-
-    for _ in range(args.warmup):
-        loss = train_step()
-    sync()
-    if args.warmup:
-        print(f"bench_torch_llama: warmup done, loss={loss.item():.4f} "
-              f"(ln 256 = {math.log(VOCAB):.4f})", file=sys.stderr)
-
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        loss = train_step()
-    sync()
-    seconds = time.perf_counter() - t0
-
-    tok_s = args.batch * args.chunk * args.steps / seconds
-    ms_step = 1000.0 * seconds / args.steps
+    tok_s, ms_step = time_training(model, forward, device, args, "bench_torch_llama")
     print(f"torch-llama-{mode}  params={n_params}  tok/s={tok_s:.0f}  "
           f"ms/step={ms_step:.2f}")
-    if args.profile > 0:
-        from torch.profiler import ProfilerActivity, profile
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-        with profile(activities=acts) as prof:
-            for _ in range(3):
-                train_step()
-            sync()
-        key = "self_device_time_total" if on_cuda else "self_cpu_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=args.profile), file=sys.stderr)
     return 0
 
 

@@ -42,30 +42,22 @@ What differs from our layers (the same parameters and the same maths, computed a
       one in_proj GEMM and one conv; its beta = sigmoid(b) is computed in the autocast dtype (ours in fp32);
       its scan is FLA's Triton chunk_gated_delta_rule (chunk 64).
 
-Step (as scripts/bench_torch_llama.py): fp32 master weights, bf16 autocast (CUDA only), cross-entropy over all
-positions, backward, clip_grad_norm_(1.0), AdamW(lr 3e-4, betas (0.9, 0.95), weight decay 0.01 on every
-parameter, fused on CUDA). Input is fresh uniform random bytes each step, shape batch x (chunk+1): inputs
-[:, :-1], targets [:, 1:].
-
-Timing: `warmup` untimed steps (they include the Triton autotuning and compilation), then `steps` steps between
-two device synchronizations, on a host clock. Last line printed (stdout):
+Step and timing: scripts/torch_step.py, as for scripts/bench_torch_llama.py (the warm-up steps include the
+peers' Triton autotuning and compilation). Last line printed (stdout):
     torch-{mamba_ssm|fla-gdn}  params=N  tok/s=X  ms/step=Y
-with tok/s = batch*chunk*steps/seconds. Other messages go to stderr. --profile N: after the timing, profiles 3
-more steps and prints the N kernels with the most device time.
+with tok/s = batch*chunk*steps/seconds. Other messages go to stderr. --profile N: the N kernels with the most
+device time over 3 more steps.
 """
 
 import argparse
-import math
 import os
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VOCAB = 256
-NORM_EPS = 1e-5
+from torch_step import NORM_EPS, VOCAB, RMSNorm, add_step_args, count_params, time_training
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name printed, dim, depth, our parameter count (configs/bench-100m/*.yaml)
@@ -84,15 +76,6 @@ def make_mixer(model, dim, layer_idx):
     return GatedDeltaNet(hidden_size=dim, num_heads=6, head_dim=128, expand_v=2, use_gate=True,
                          use_short_conv=True, conv_size=4, conv_bias=False, mode="chunk", norm_eps=NORM_EPS,
                          layer_idx=layer_idx)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, NORM_EPS)
 
 
 def make_norm(model, dim):
@@ -132,10 +115,6 @@ class PeerLM(nn.Module):
         return F.linear(self.norm(x), self.embed.weight)
 
 
-def count_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 def check_params(model, n):
     expected = MODELS[model][3]
     assert n == expected, f"{model}: expected {expected:,} params (ours), got {n:,}"
@@ -146,15 +125,10 @@ def main():
     ap.add_argument("--model", required=True, choices=sorted(MODELS))
     ap.add_argument("--peers", default=os.path.join(ROOT, ".peers"), metavar="DIR",
                     help="the folder scripts/get_peers.sh filled (default: .peers at the repository root)")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--chunk", type=int, default=512)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--device", default="cuda", help="cuda (default); the peers' kernels need it")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="after timing, print the N kernels with the most device time over 3 steps")
     ap.add_argument("--params-only", action="store_true",
                     help="build on the meta device, print the count, exit (no GPU needed)")
+    add_step_args(ap)
     args = ap.parse_args()
     if min(args.batch, args.chunk, args.steps) < 1 or args.warmup < 0:
         ap.error("sizes and --steps must be positive, --warmup non-negative")
@@ -183,53 +157,12 @@ def main():
         model = PeerLM(args.model, dim, depth)
     n_params = count_params(model)
     check_params(args.model, n_params)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.01, fused=True)
     layer = type(model.blocks[0].mixer)
     print(f"bench_torch_peers: {name} ({layer.__module__}.{layer.__name__} from {args.peers}) on {device} "
           f"({torch.cuda.get_device_name(device)}), torch {torch.__version__}, params={n_params:,}, "
           f"batch={args.batch}, chunk={args.chunk}, dim={dim}, depth={depth}", file=sys.stderr)
-
-    def train_step():
-        batch = torch.randint(0, VOCAB, (args.batch, args.chunk + 1), device=device)
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            logits = model(inputs)
-            loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), targets.reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
-    def sync():
-        torch.cuda.synchronize(device)
-
-    for _ in range(args.warmup):
-        loss = train_step()
-    sync()
-    if args.warmup:
-        print(f"bench_torch_peers: warmup done, loss={loss.item():.4f} "
-              f"(ln 256 = {math.log(VOCAB):.4f})", file=sys.stderr)
-
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        loss = train_step()
-    sync()
-    seconds = time.perf_counter() - t0
-    if not math.isfinite(loss.item()):
-        sys.exit(f"bench_torch_peers: error: {name}: non-finite loss {loss.item()}")
-
-    tok_s = args.batch * args.chunk * args.steps / seconds
-    ms_step = 1000.0 * seconds / args.steps
+    tok_s, ms_step = time_training(model, model, device, args, f"bench_torch_peers: {name}")
     print(f"{name}  params={n_params}  tok/s={tok_s:.0f}  ms/step={ms_step:.2f}")
-    if args.profile > 0:
-        from torch.profiler import ProfilerActivity, profile
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            for _ in range(3):
-                train_step()
-            sync()
-        print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=args.profile),
-              file=sys.stderr)
     return 0
 
 
