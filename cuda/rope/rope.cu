@@ -9,11 +9,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include <cstdint>
-#include <initializer_list>
-#include <type_traits>
-
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/vec.cuh"
 #include "cuda/rope/rope.h"
 #include "ops/common/alloc.h"
 
@@ -43,20 +40,6 @@ __device__ __forceinline__ void angle(int t, int i, int hd, float theta, float* 
   sincosf(static_cast<float>(t) * inv, s, c);
 }
 
-// V consecutive elements of a row, moved as one access (16 bytes where the width allows it).
-template <typename T_, int V>
-struct alignas(sizeof(T_) * V) Vec {
-  T_ x[V];
-};
-template <typename T_, int V>
-__device__ __forceinline__ Vec<T_, V> load(const T_* p) {
-  return *reinterpret_cast<const Vec<T_, V>*>(p);
-}
-template <typename T_, int V>
-__device__ __forceinline__ void store(T_* p, const Vec<T_, V>& v) {
-  *reinterpret_cast<Vec<T_, V>*>(p) = v;
-}
-
 // Thread p handles the V pairs (i, i + hd/2), i = V p mod hd/2 ... + V - 1, of one (b, t, head); V divides hd/2.
 template <typename T_, int V>
 __global__ void __launch_bounds__(kThreads) rope_fwd_kernel(const T_* __restrict__ qkv, T_* __restrict__ q,
@@ -71,21 +54,19 @@ __global__ void __launch_bounds__(kThreads) rope_fwd_kernel(const T_* __restrict
 #pragma unroll
   for (int j = 0; j < V; ++j) angle(x.t, x.i + j, hd, theta, &c[j], &s[j]);
   T_* outs[2] = {q, k};
+  float a[V], b[V];
 #pragma unroll
   for (int part = 0; part < 2; ++part) {
-    const auto a = load<T_, V>(qkv + x.in + part * qk), b = load<T_, V>(qkv + x.in + part * qk + half);
-    Vec<T_, V> ra, rb;
+    load<V>(qkv + x.in + part * qk, a);
+    load<V>(qkv + x.in + part * qk + half, b);
+    float ra[V], rb[V];
 #pragma unroll
-    for (int j = 0; j < V; ++j) {
-      const float fa = static_cast<float>(a.x[j]), fb = static_cast<float>(b.x[j]);
-      ra.x[j] = static_cast<T_>(fa * c[j] - fb * s[j]);
-      rb.x[j] = static_cast<T_>(fa * s[j] + fb * c[j]);
-    }
-    store(outs[part] + x.out, ra);
-    store(outs[part] + x.out + half, rb);
+    for (int j = 0; j < V; ++j) ra[j] = a[j] * c[j] - b[j] * s[j], rb[j] = a[j] * s[j] + b[j] * c[j];
+    store<V>(outs[part] + x.out, ra);
+    store<V>(outs[part] + x.out + half, rb);
   }
-  store(v + x.out, load<T_, V>(qkv + x.in + 2 * qk));
-  store(v + x.out + half, load<T_, V>(qkv + x.in + 2 * qk + half));
+  copy<V>(qkv + x.in + 2 * qk, v + x.out);
+  copy<V>(qkv + x.in + 2 * qk + half, v + x.out + half);
 }
 
 template <typename T_, int V>
@@ -100,36 +81,34 @@ __global__ void __launch_bounds__(kThreads) rope_bwd_kernel(const T_* __restrict
   float c[V], s[V];
 #pragma unroll
   for (int j = 0; j < V; ++j) angle(x.t, x.i + j, hd, theta, &c[j], &s[j]);
-  const Vec<T_, V> zero{};
+  // A gradient that did not reach the loss (nullptr) is zero.
+  const auto load_or_zero = [&](const T_* g, int64_t at, float (&out)[V]) {
+    if (g) return load<V>(g + at, out);
+#pragma unroll
+    for (int j = 0; j < V; ++j) out[j] = 0.f;
+  };
   const T_* grads[2] = {dq, dk};
+  float a[V], b[V];
 #pragma unroll
   for (int part = 0; part < 2; ++part) {
-    const auto a = grads[part] ? load<T_, V>(grads[part] + x.out) : zero;
-    const auto b = grads[part] ? load<T_, V>(grads[part] + x.out + half) : zero;
-    Vec<T_, V> ra, rb;
+    load_or_zero(grads[part], x.out, a);
+    load_or_zero(grads[part], x.out + half, b);
+    float ra[V], rb[V];
 #pragma unroll
-    for (int j = 0; j < V; ++j) {
-      const float fa = static_cast<float>(a.x[j]), fb = static_cast<float>(b.x[j]);
-      ra.x[j] = static_cast<T_>(fa * c[j] + fb * s[j]);
-      rb.x[j] = static_cast<T_>(fb * c[j] - fa * s[j]);
-    }
-    store(dqkv + x.in + part * qk, ra);
-    store(dqkv + x.in + part * qk + half, rb);
+    for (int j = 0; j < V; ++j) ra[j] = a[j] * c[j] + b[j] * s[j], rb[j] = b[j] * c[j] - a[j] * s[j];
+    store<V>(dqkv + x.in + part * qk, ra);
+    store<V>(dqkv + x.in + part * qk + half, rb);
   }
-  store(dqkv + x.in + 2 * qk, dv ? load<T_, V>(dv + x.out) : zero);
-  store(dqkv + x.in + 2 * qk + half, dv ? load<T_, V>(dv + x.out + half) : zero);
+  if (dv) {
+    copy<V>(dv + x.out, dqkv + x.in + 2 * qk);
+    copy<V>(dv + x.out + half, dqkv + x.in + 2 * qk + half);
+  } else {
+    const float zero[V] = {};
+    store<V>(dqkv + x.in + 2 * qk, zero);
+    store<V>(dqkv + x.in + 2 * qk + half, zero);
+  }
 }
 
-// Calls f(std::integral_constant<int, V>{}) with V = 16 bytes of elements where V divides hd/2 and every
-// pointer is 16-byte aligned, else V = 1.
-template <typename T_, typename F>
-void with_width(int64_t hd, std::initializer_list<const void*> ptrs, F&& f) {
-  constexpr int kWide = 16 / sizeof(T_);
-  bool wide = (hd / 2) % kWide == 0;
-  for (const void* p : ptrs) wide = wide && reinterpret_cast<uintptr_t>(p) % 16 == 0;
-  if (wide) return f(std::integral_constant<int, kWide>{});
-  f(std::integral_constant<int, 1>{});
-}
 }  // namespace
 
 std::vector<at::Tensor> rope_qkv_fwd(const at::Tensor& qkv_in, int64_t heads, double theta) {
@@ -146,7 +125,7 @@ std::vector<at::Tensor> rope_qkv_fwd(const at::Tensor& qkv_in, int64_t heads, do
   ELMAN_DISPATCH_FLOAT_BF16(qkv.scalar_type(), "rope_qkv_fwd", [&] {
     const scalar_t* in = qkv.data_ptr<scalar_t>();
     scalar_t *qp = q.data_ptr<scalar_t>(), *kp = k.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>();
-    with_width<scalar_t>(hd, {in, qp, kp, vp}, [&](auto width) {
+    with_vec_width<scalar_t>(hd / 2, {in, qp, kp, vp}, [&](auto width) {
       constexpr int V = decltype(width)::value;
       rope_fwd_kernel<scalar_t, V><<<blocks_for(pairs / V, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
           in, qp, kp, vp, pairs / V, static_cast<int>(T), static_cast<int>(heads), static_cast<int>(hd),
@@ -171,7 +150,7 @@ at::Tensor rope_qkv_bwd(const at::Tensor& dq_in, const at::Tensor& dk_in, const 
   ELMAN_DISPATCH_FLOAT_BF16(dtype, "rope_qkv_bwd", [&] {
     auto ptr = [](const at::Tensor& g) { return g.defined() ? g.data_ptr<scalar_t>() : nullptr; };
     scalar_t* out = dqkv.data_ptr<scalar_t>();
-    with_width<scalar_t>(hd, {ptr(dq), ptr(dk), ptr(dv), out}, [&](auto width) {  // nullptr is aligned
+    with_vec_width<scalar_t>(hd / 2, {ptr(dq), ptr(dk), ptr(dv), out}, [&](auto width) {
       constexpr int V = decltype(width)::value;
       rope_bwd_kernel<scalar_t, V><<<blocks_for(pairs / V, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
           ptr(dq), ptr(dk), ptr(dv), out, pairs / V, static_cast<int>(T), static_cast<int>(heads),

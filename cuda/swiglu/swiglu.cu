@@ -84,9 +84,7 @@ __global__ void __launch_bounds__(kThreads) selfgate_bwd_kernel(const T* __restr
 // per thread.
 template <typename T, typename Launch>
 void launch(int64_t n, int64_t h, std::initializer_list<const void*> ptrs, Launch&& f) {
-  constexpr int V = 16 / sizeof(T);
-  if (h % V == 0 && aligned16(ptrs)) f(std::integral_constant<int, V>{}, blocks_for(n / V, kThreads));
-  else f(std::integral_constant<int, 1>{}, blocks_for(n, kThreads));
+  with_vec_width<T>(h, ptrs, [&](auto v) { f(v, blocks_for(n / decltype(v)::value, kThreads)); });
 }
 }  // namespace
 
