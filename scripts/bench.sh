@@ -64,30 +64,32 @@ for spec in "${models[@]}"; do
   row "$label" "$b" "$c" "$d" "$e"
   [ "$profile" = 0 ] || head -n 32 "$out/$name/profile.txt"
 done
+# One row from a PyTorch benchmark script (scripts/torch_step.py prints its last line: NAME  params=N  tok/s=X ...);
+# a script that fails (its kernels on this GPU, a missing package) prints a failed row, as ours do.
+script_row() {
+  local impl="$1" label="$2" log="$out/script-$n"
+  shift 2
+  n=$((n + 1))
+  if ! python3 "$@" >"$log.out" 2>"$log.log"; then
+    row "$label" - - failed -
+    tail -n 3 "$log.log" | sed 's/^/    /'
+    failed=1
+    return 0
+  fi
+  local line name params toks
+  line="$(tail -n 1 "$log.out")"
+  name="$(echo "$line" | awk '{print $1}')"
+  params="$(echo "$line" | sed -n 's/.*params=\([0-9,]*\).*/\1/p' | tr -d ,)"
+  toks="$(echo "$line" | sed -n 's/.*tok\/s=\([0-9.]*\).*/\1/p')"
+  row "$name" "$params" "$impl" "$(printf '%.0f' "$toks")" -
+}
 if [ "$torch" = 1 ]; then
-  for mode in "" --compile; do
-    line="$(python3 "$root/scripts/bench_torch_llama.py" --steps "$steps" $mode | tail -n 1)"
-    name="$(echo "$line" | awk '{print $1}')"
-    params="$(echo "$line" | sed -n 's/.*params=\([0-9,]*\).*/\1/p' | tr -d ,)"
-    toks="$(echo "$line" | sed -n 's/.*tok\/s=\([0-9.]*\).*/\1/p')"
-    row "$name" "$params" pytorch "$(printf '%.0f' "$toks")" -
-  done
+  script_row pytorch torch-llama-eager "$root/scripts/bench_torch_llama.py" --steps "$steps"
+  script_row pytorch torch-llama-compile "$root/scripts/bench_torch_llama.py" --steps "$steps" --compile
 fi
 if [ -n "$peers" ]; then
-  # A peer that fails (its Triton kernels on this GPU, a missing package) prints a failed row, as ours do.
   for m in mamba2 gdn; do
-    if ! python3 "$root/scripts/bench_torch_peers.py" --model "$m" --peers "$peers" --steps "$steps" \
-      >"$out/peer-$m.out" 2>"$out/peer-$m.log"; then
-      row "peer-$m" - - failed -
-      tail -n 3 "$out/peer-$m.log" | sed 's/^/    /'
-      failed=1
-      continue
-    fi
-    line="$(tail -n 1 "$out/peer-$m.out")"
-    name="$(echo "$line" | awk '{print $1}')"
-    params="$(echo "$line" | sed -n 's/.*params=\([0-9,]*\).*/\1/p' | tr -d ,)"
-    toks="$(echo "$line" | sed -n 's/.*tok\/s=\([0-9.]*\).*/\1/p')"
-    row "$name" "$params" triton "$(printf '%.0f' "$toks")" -
+    script_row triton "peer-$m" "$root/scripts/bench_torch_peers.py" --model "$m" --peers "$peers" --steps "$steps"
   done
 fi
 exit "$failed"
