@@ -15,7 +15,7 @@ AdamW::AdamW(std::vector<torch::Tensor> params, double beta1, double beta2, doub
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, const std::optional<torch::Tensor>& skip) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> p, g, m, v, s;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -25,7 +25,8 @@ void AdamW::step(double lr) {
   }
   if (p.empty()) return;
   at::_foreach_add_(s, 1);
-  at::_fused_adamw_(p, g, m, v, {}, s, lr, beta1_, beta2_, weight_decay_, eps_, /*amsgrad=*/false, /*maximize=*/false);
+  at::_fused_adamw_(p, g, m, v, {}, s, lr, beta1_, beta2_, weight_decay_, eps_, /*amsgrad=*/false, /*maximize=*/false,
+                    /*grad_scale=*/std::nullopt, /*found_inf=*/skip);
 }
 
 void AdamW::zero_grad() {

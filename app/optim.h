@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <optional>
 #include <vector>
 
 namespace elman::app {
@@ -10,7 +11,11 @@ namespace elman::app {
 class AdamW {
  public:
   AdamW(std::vector<torch::Tensor> params, double beta1, double beta2, double weight_decay, double eps = 1e-8);
-  void step(double lr);  // uses each parameter's .grad(); parameters without a gradient are skipped
+  // Uses each parameter's .grad(); parameters without a gradient are skipped. `skip`, when given, is a
+  // one-element fp32 tensor on the parameters' device read by the kernel: while it holds 1 the weights and
+  // moments stay as they are (the step counters still advance), so a step can be cancelled without the host
+  // seeing the value first.
+  void step(double lr, const std::optional<torch::Tensor>& skip = std::nullopt);
   void zero_grad();      // drops the gradients
 
   // State for checkpoints: exp_avg, exp_avg_sq and step for every parameter, in parameter order.

@@ -24,7 +24,7 @@ StepProfiler::~StepProfiler() {
 }
 
 void StepProfiler::before_step(bool warm) {
-  if (on_ || !warm || recorded_ >= steps_ || steps_ <= 0) return;
+  if (on_ || !records(warm)) return;
   torch::autograd::profiler::prepareProfiler(config(), kActivities);
   torch::autograd::profiler::enableProfiler(config(), kActivities);
   on_ = true;

@@ -16,7 +16,9 @@ class StepProfiler {
   ~StepProfiler();
   StepProfiler(const StepProfiler&) = delete;
   StepProfiler& operator=(const StepProfiler&) = delete;
-  // Call before each step; `warm` is false for the process's first step (never recorded).
+  // Whether the next step will be recorded; `warm` is false for the process's first step (never recorded).
+  bool records(bool warm) const { return warm && steps_ > 0 && recorded_ < steps_; }
+  // Call before each step: starts recording when `records(warm)`.
   void before_step(bool warm);
   // Call after each step with its wall time; after the N-th recorded step it stops, writes the files and returns
   // the table (empty otherwise).

@@ -1,6 +1,8 @@
 #include "app/train.h"
 
 #include <ATen/autocast_mode.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <atomic>
 #include <chrono>
@@ -9,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <optional>
 #if __has_include(<c10/cuda/CUDACachingAllocator.h>)
 #include <c10/cuda/CUDACachingAllocator.h>
 #define ELMAN_HAVE_CUDA_ALLOCATOR 1
@@ -198,85 +201,136 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
   bool interrupted = false;  // with a group: Ctrl-C seen by any rank, agreed after each step
   StepProfiler profiler(main_rank ? cfg.profile : 0);  // one rank's profile
 
+  // Steps are pipelined on a GPU: the host launches step k, then waits for step k-1 and does its bookkeeping
+  // (loss, grad norm, time, log) while step k runs, so the GPU does not wait for the host between steps. The
+  // finite check is therefore made on the device: a non-finite loss or grad norm sets a flag that stays set
+  // and turns every later optimizer step into a no-op, so when the host sees it the weights are still those of
+  // the last good step. A step's time runs from the end of the step before (or from its launch, whichever is
+  // later) to its end. Checkpoints, the end of the run and profiled steps (--profile) wait for the step in
+  // flight (are drained); on the CPU, and with a data-parallel group, every step is.
+  struct Launched {
+    int64_t step;
+    double lr;
+    bool timed;
+    Clock::time_point start;
+    torch::Tensor host;             // loss, grad norm; filled by an asynchronous copy
+    std::optional<c10::Event> end;  // recorded after the step's last kernel (GPU only)
+  };
+  const bool pinned = dev.is_cuda();
+  // With a group, every rank must run the same collectives in the same order, and the per-step agreement on
+  // time and Ctrl-C is itself a synchronisation: steps run one at a time there.
+  const bool pipelined = dev.is_cuda() && !group;
+  auto nonfinite = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat).device(dev));
+  auto launch = [&](int64_t step, double lr) {
+    Launched l{step, lr, !first_step, Clock::now(), torch::Tensor(), std::nullopt};
+    // Rank r of N reads rows r*B .. (r+1)*B-1 of the step's N*B windows.
+    const int64_t first_row = group ? group->rank() * cfg.batch : 0;
+    auto batch = data.train_batch(static_cast<uint64_t>(cfg.seed), step, cfg.batch, first_row);
+    if (pinned) batch = batch.pin_memory();
+    batch = batch.to(dev, /*non_blocking=*/true).to(torch::kLong);
+    torch::Tensor loss;
+    if (group) group->before_forward();
+    {
+      Autocast ac(bf16);
+      loss = model->loss(batch.narrow(1, 0, cfg.chunk), batch.narrow(1, 1, cfg.chunk));
+    }
+    if (group) group->before_backward();
+    loss.backward();  // with a group, returns with the gradients averaged over ranks
+    auto gnorm = clip_grad_norm(params, cfg.grad_clip);
+    auto loss_f = loss.detach().to(torch::kFloat);
+    if (group) {  // the global batch's loss: the mean of the ranks' losses
+      loss_f = loss_f.reshape({1});
+      group->allreduce_sum(loss_f);
+      loss_f = loss_f[0] / static_cast<double>(world);
+    }
+    auto stats = torch::stack({loss_f, gnorm.to(torch::kFloat)});
+    nonfinite = torch::maximum(nonfinite, torch::isfinite(stats).all().logical_not().to(torch::kFloat).reshape({1}));
+    opt.step(lr, nonfinite);
+    opt.zero_grad();
+    l.host = torch::empty({2}, torch::TensorOptions().dtype(torch::kFloat).pinned_memory(pinned));
+    l.host.copy_(stats, /*non_blocking=*/pinned);
+    if (dev.is_cuda()) {
+      l.end.emplace(c10::DeviceType::CUDA);
+      l.end->record(c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(dev));
+    }
+    first_step = false;
+    return l;
+  };
+  auto last_end = Clock::now();
+  double last_dt = 0;
+  // Waits for a launched step and books it; false when the run must stop (it diverged).
+  auto finish = [&](const Launched& l) {
+    if (l.end) l.end->synchronize();
+    double dt = std::chrono::duration<double>(Clock::now() - std::max(last_end, l.start)).count();
+    last_end = Clock::now();
+    const float loss_v = l.host[0].item<float>(), gnorm_v = l.host[1].item<float>();
+    if (!std::isfinite(loss_v) || !std::isfinite(gnorm_v)) {
+      stop_reason = std::string("diverged: non-finite ") + (std::isfinite(loss_v) ? "grad norm" : "loss") +
+                    " at step " + std::to_string(l.step);
+      abnormal = true;
+      return false;
+    }
+    if (group) {  // one clock for all: the slowest rank's step time; and any rank's Ctrl-C stops all
+      const auto agreed = group->allreduce_max({dt, g_interrupted ? 1.0 : 0.0});
+      dt = agreed[0], interrupted = agreed[1] > 0;
+    }
+    if (const auto table = profiler.after_step(dt, run_dir); !table.empty() && main_rank) log::info(table);
+    last_dt = dt;
+    pr.train_s += dt;
+    pr.tokens += tokens_per_step;
+    if (l.timed) pr.timed_s += dt, pr.timed_tokens += tokens_per_step;
+    pr.losses.push_back(loss_v);
+    ++pr.step;
+    log_tokens += tokens_per_step, log_s += dt;
+    if (!main_rank) return true;
+    metrics << "{\"step\": " << pr.step << ", \"loss\": " << loss_v << ", \"lr\": " << l.lr << ", \"grad_norm\": " << gnorm_v
+            << ", \"step_ms\": " << dt * 1e3 << ", \"train_s\": " << pr.train_s << "}\n";
+    if (pr.step % cfg.log_every == 0 || pr.step == 1) {
+      const double remaining = cfg.time_s > 0 ? std::max(0.0, cfg.time_s - pr.train_s) : 0.0;
+      log::info(log::format("step %6ld | loss %.4f | lr %.2e | gnorm %.2f | %.1f ms | %.1fK tok/s | %s / %s",
+                            static_cast<long>(pr.step), loss_v, l.lr, gnorm_v, dt * 1e3,
+                            log_tokens / std::max(log_s, 1e-9) / 1e3, hms(pr.train_s).c_str(),
+                            cfg.time_s > 0 ? hms(pr.train_s + remaining).c_str()
+                                           : (std::to_string(cfg.steps) + " steps").c_str()));
+      log_tokens = 0, log_s = 0;
+    }
+    return true;
+  };
+
   // A failure inside the loop (out of memory, a kernel error) ends the run with status "failed at step N: ...":
   // the results row is still written, the last good checkpoint is kept, and train() then rethrows.
   std::string failure;
+  std::optional<Launched> in_flight;
+  auto drain = [&] {
+    if (!in_flight) return true;
+    const Launched l = std::move(*in_flight);
+    in_flight.reset();
+    return finish(l);
+  };
   try {
     while (true) {
-      if (progress_of(pr) >= 1.0) break;
-      if (cfg.stop_at_step > 0 && pr.step >= cfg.stop_at_step) { stop_reason = "stopped at step " + std::to_string(pr.step); break; }
+      // Decisions count the step in flight as done, taking as long as the step before.
+      Progress ahead = pr;
+      if (in_flight) ahead.step += 1, ahead.train_s += last_dt;
+      if (progress_of(ahead) >= 1.0) break;
+      if (cfg.stop_at_step > 0 && ahead.step >= cfg.stop_at_step) { stop_reason = "stopped at step " + std::to_string(ahead.step); break; }
       if (group ? interrupted : g_interrupted.load()) { stop_reason = "interrupted"; break; }
-
-      profiler.before_step(!first_step);
-      const auto t0 = Clock::now();
-      // ---- TRAIN STEP ------------------------------------------------------------------------------
-      // Rank r of N reads rows r*B .. (r+1)*B-1 of the step's N*B windows.
-      const int64_t first_row = group ? group->rank() * cfg.batch : 0;
-      auto batch = data.train_batch(static_cast<uint64_t>(cfg.seed), pr.step, cfg.batch, first_row);
-      if (dev.is_cuda()) batch = batch.pin_memory();
-      batch = batch.to(dev, /*non_blocking=*/true).to(torch::kLong);
-      torch::Tensor loss;
-      if (group) group->before_forward();
-      {
-        Autocast ac(bf16);
-        loss = model->loss(batch.narrow(1, 0, cfg.chunk), batch.narrow(1, 1, cfg.chunk));
-      }
-      if (group) group->before_backward();
-      loss.backward();  // with a group, returns with the gradients averaged over ranks
-      auto gnorm = clip_grad_norm(params, cfg.grad_clip);
-      auto loss_f = loss.detach().to(torch::kFloat);
-      if (group) {  // the global batch's loss: the mean of the ranks' losses
-        loss_f = loss_f.reshape({1});
-        group->allreduce_sum(loss_f);
-        loss_f = loss_f[0] / static_cast<double>(world);
-      }
-      auto host = torch::stack({loss_f, gnorm.to(torch::kFloat)}).cpu();  // one sync
-      const float loss_v = host[0].item<float>(), gnorm_v = host[1].item<float>();
-      if (!std::isfinite(loss_v) || !std::isfinite(gnorm_v)) {
-        opt.zero_grad();
-        stop_reason = std::string("diverged: non-finite ") + (std::isfinite(loss_v) ? "grad norm" : "loss") +
-                      " at step " + std::to_string(pr.step);
-        abnormal = true;
-        break;
-      }
-      const double lr = lr_at(cfg.lr, pr.step, cfg.warmup, progress_of(pr));
-      opt.step(lr);
-      opt.zero_grad();
-      if (dev.is_cuda()) torch::cuda::synchronize();
-      // ---- end TRAIN STEP --------------------------------------------------------------------------
-      double dt = seconds_since(t0);
-      if (group) {  // one clock for all: the slowest rank's step time; and any rank's Ctrl-C stops all
-        const auto agreed = group->allreduce_max({dt, g_interrupted ? 1.0 : 0.0});
-        dt = agreed[0], interrupted = agreed[1] > 0;
-      }
-      if (const auto table = profiler.after_step(dt, run_dir); !table.empty() && main_rank) log::info(table);
-      pr.train_s += dt;
-      pr.tokens += tokens_per_step;
-      if (!first_step) pr.timed_s += dt, pr.timed_tokens += tokens_per_step;
-      first_step = false;
-      pr.losses.push_back(loss_v);
-      ++pr.step;
-      log_tokens += tokens_per_step, log_s += dt;
-
-      if (!main_rank) continue;
-      metrics << "{\"step\": " << pr.step << ", \"loss\": " << loss_v << ", \"lr\": " << lr << ", \"grad_norm\": " << gnorm_v
-              << ", \"step_ms\": " << dt * 1e3 << ", \"train_s\": " << pr.train_s << "}\n";
-      if (pr.step % cfg.log_every == 0 || pr.step == 1) {
-        const double remaining = cfg.time_s > 0 ? std::max(0.0, cfg.time_s - pr.train_s) : 0.0;
-        log::info(log::format("step %6ld | loss %.4f | lr %.2e | gnorm %.2f | %.1f ms | %.1fK tok/s | %s / %s",
-                              static_cast<long>(pr.step), loss_v, lr, gnorm_v, dt * 1e3,
-                              log_tokens / std::max(log_s, 1e-9) / 1e3, hms(pr.train_s).c_str(),
-                              cfg.time_s > 0 ? hms(pr.train_s + remaining).c_str()
-                                             : (std::to_string(cfg.steps) + " steps").c_str()));
-        log_tokens = 0, log_s = 0;
-      }
-      if (cfg.checkpoint_every_s > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_every_s) {
+      if (main_rank && cfg.checkpoint_every_s > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_every_s) {
+        if (!drain()) break;
         metrics.flush();
         save_checkpoint(ckpt_path, model_tensors, opt, pr);
         last_ckpt = Clock::now();
         log::info(log::format("checkpoint written at step %ld", static_cast<long>(pr.step)));
       }
+      const bool profiled = profiler.records(!first_step);
+      if (profiled && !drain()) break;  // the profile holds its own steps' kernels only
+      profiler.before_step(!first_step);
+      auto next = launch(ahead.step, lr_at(cfg.lr, ahead.step, cfg.warmup, progress_of(ahead)));
+      if (!drain()) break;  // the step launched meanwhile is a no-op: the flag is set
+      in_flight = std::move(next);
+      if ((profiled || !pipelined) && !drain()) break;
     }
+    if (!abnormal) drain();
   } catch (const std::exception& e) {
     const auto* c10e = dynamic_cast<const c10::Error*>(&e);
     failure = c10e ? c10e->what_without_backtrace() : e.what();

@@ -12,6 +12,7 @@
 
 #include <torch/csrc/autograd/profiler_kineto.h>
 
+#include "app/optim.h"
 #include "app/train.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
@@ -89,6 +90,43 @@ TEST_CASE("a tiny Mamba2 trains on real text with the sequential SSD reference",
   CHECK(res.impl == "reference");
 }
 
+namespace {
+// Two AdamW steps on the same weights and gradients, the second with the skip flag set: it must leave the
+// weights and moments exactly as the first left them (the training loop cancels a non-finite step this way).
+void check_adamw_skip(const torch::Device& dev) {
+  torch::manual_seed(3);
+  auto w = torch::randn({37, 5}, torch::TensorOptions().device(dev)).requires_grad_(true);
+  app::AdamW opt({w}, 0.9, 0.95, 0.1);
+  const auto grad = torch::randn({37, 5}, torch::TensorOptions().device(dev));
+  const auto flag = torch::zeros({1}, torch::TensorOptions().device(dev));
+  const auto before = w.detach().clone();
+  w.mutable_grad() = grad.clone();
+  opt.step(1e-2, flag);
+  const auto after_one = w.detach().clone();
+  CHECK_FALSE(torch::equal(before, after_one));
+  const auto state = opt.state();
+  std::vector<torch::Tensor> moments{state[0].clone(), state[1].clone()};
+  w.mutable_grad() = torch::full_like(grad, std::nan(""));
+  flag.fill_(1);
+  opt.step(1e-2, flag);
+  CHECK(torch::equal(w.detach(), after_one));
+  CHECK(torch::equal(opt.state()[0], moments[0]));
+  CHECK(torch::equal(opt.state()[1], moments[1]));
+  flag.fill_(0);
+  w.mutable_grad() = grad.clone();
+  opt.step(1e-2, flag);
+  CHECK_FALSE(torch::equal(w.detach(), after_one));
+  CHECK(torch::isfinite(w).all().item<bool>());
+}
+}  // namespace
+
+TEST_CASE("an AdamW step with the skip flag set changes nothing", "[train]") { check_adamw_skip(torch::kCPU); }
+
+TEST_CASE("an AdamW step with the skip flag set changes nothing on the GPU", "[train][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  check_adamw_skip(torch::kCUDA);
+}
+
 TEST_CASE("N steps straight equal K steps then resume then N-K steps", "[train]") {
   const auto dir = test::scratch_dir("resume");
   const auto data = test::real_text_file(dir, 200000);
@@ -128,14 +166,16 @@ TEST_CASE("N steps straight equal K steps then resume then N-K steps", "[train]"
   }
 }
 
-TEST_CASE("a diverging run stops with a clear status and still writes its results row", "[train]") {
-  const auto dir = test::scratch_dir("nan");
+namespace {
+void check_divergence(const std::string& device) {
+  const auto dir = test::scratch_dir("nan-" + device);
   const auto data = test::real_text_file(dir, 200000);
   auto cmd = tiny_run("e61", data, dir + "/runs");
-  cmd.config.lr = 1e30, cmd.config.warmup = 0, cmd.config.grad_clip = 0;
+  cmd.config.lr = 1e30, cmd.config.warmup = 0, cmd.config.grad_clip = 0, cmd.config.device = device;
   // A profile of more steps than the run lasts: it is still recording when the run diverges, and must be
-  // stopped (the process used to exit with Kineto running and crash).
-  cmd.config.profile = 1000;
+  // stopped (the process used to exit with Kineto running and crash). Not on the GPU, where profiled steps
+  // are not pipelined.
+  if (device == "cpu") cmd.config.profile = 1000;
   auto res = app::train(cmd);
   INFO(res.status);
   CHECK(res.status.rfind("diverged: non-finite", 0) == 0);
@@ -144,6 +184,18 @@ TEST_CASE("a diverging run stops with a clear status and still writes its result
   CHECK_FALSE(fs::exists(res.run_dir + "/profile.txt"));
   CHECK(read(res.run_dir + "/results.json").find("diverged") != std::string::npos);
   CHECK(read(dir + "/runs/results.csv").find("diverged") != std::string::npos);
+  CHECK(losses_of(res.run_dir).size() == static_cast<size_t>(res.steps));  // the steps before it, all finite
+}
+}  // namespace
+
+TEST_CASE("a diverging run stops with a clear status and still writes its results row", "[train]") {
+  check_divergence("cpu");
+}
+
+// On the GPU the next step is already launched when the host sees the non-finite loss (pipelined steps).
+TEST_CASE("a diverging run on the GPU stops with a clear status", "[train][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  check_divergence("cuda");
 }
 
 TEST_CASE("Ctrl-C stops cleanly with a checkpoint and a results row", "[train][cli]") {
@@ -182,6 +234,7 @@ TEST_CASE("a tiny E61 trains on the GPU with the kernel in bf16", "[train][gpu]"
   const auto losses = losses_of(res.run_dir);
   double last10 = 0;
   for (size_t i = 70; i < 80; ++i) last10 += losses[i] / 10;
+  REQUIRE(losses.size() == 80);  // every step booked, the pipelined ones too
   CHECK(res.impl == "kernel");
   CHECK(res.precision == "bf16");
   CHECK(last10 < losses.front() - 1.5);
