@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cxxopts.hpp>
 #include <functional>
 #include <sstream>
@@ -113,6 +114,7 @@ const std::vector<Option>& options() {
       str("name", &Config::name, "run directory name (default: <model>-<timestamp>)"),
       duration("checkpoint-every", &Config::checkpoint_every_s, "checkpoint interval (0 = only at the end)"),
       integer("log-every", &Config::log_every, "progress line every N steps"),
+      str("cuda-graph", &Config::cuda_graph, "auto | on | off: run each training step as one captured CUDA graph (auto = on for single-process CUDA runs)"),
       integer("profile", &Config::profile, "profile N steps after the first: kernel-time table in the log and RUN_DIR/profile.txt"),
   };
   return opts;
@@ -283,6 +285,12 @@ models::ModelConfig resolve(Config& c) {
   if (c.precision == "auto") c.precision = c.device == "cuda" ? "bf16" : "fp32";
   if (c.precision != "bf16" && c.precision != "fp32") throw UsageError("--precision must be auto, bf16 or fp32, got '" + c.precision + "'");
   if (c.precision == "bf16" && c.device != "cuda") throw UsageError("--precision bf16 (autocast) needs --device cuda; use --precision fp32 on CPU");
+  const char* world = std::getenv("WORLD_SIZE");
+  const bool data_parallel = world && std::atoi(world) > 1;
+  if (c.cuda_graph == "auto") c.cuda_graph = c.device == "cuda" && !data_parallel ? "on" : "off";
+  if (c.cuda_graph != "on" && c.cuda_graph != "off") throw UsageError("--cuda-graph must be auto, on or off, got '" + c.cuda_graph + "'");
+  if (c.cuda_graph == "on" && c.device != "cuda") throw UsageError("--cuda-graph on needs --device cuda; use --cuda-graph off on CPU");
+  if (c.cuda_graph == "on" && data_parallel) throw UsageError("--cuda-graph on is not supported in data-parallel runs; use --cuda-graph off");
   if (c.impl == "auto") c.impl = c.device == "cuda" ? "kernel" : "reference";
   const std::string choices = std::string("auto, kernel") + (spec->chunked ? ", chunked" : "") + " or reference";
   if (c.impl != "kernel" && c.impl != "reference" && !(c.impl == "chunked" && spec->chunked))

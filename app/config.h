@@ -41,7 +41,8 @@ struct Config {
   std::string name;                // run directory name under out (default: <model>-<timestamp>)
   double checkpoint_every_s = 600;  // also written at the end; 0 = only at the end
   int64_t log_every = 10;
-  int64_t profile = 0;  // profile this many steps after the first (0 = off)
+  std::string cuda_graph = "auto";  // auto | on | off (auto = on for single-process CUDA runs)
+  int64_t profile = 0;  // profile this many steps after the warm-up (0 = off)
 };
 
 struct Command {

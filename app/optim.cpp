@@ -15,7 +15,7 @@ AdamW::AdamW(std::vector<torch::Tensor> params, double beta1, double beta2, doub
   }
 }
 
-void AdamW::step(double lr, const std::optional<torch::Tensor>& skip) {
+void AdamW::step(const torch::Tensor& lr, const torch::Tensor& skip) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> p, g, m, v, s;
   for (size_t i = 0; i < params_.size(); ++i) {

@@ -3,7 +3,6 @@
 #pragma once
 #include <torch/torch.h>
 
-#include <optional>
 #include <vector>
 
 namespace elman::app {
@@ -11,11 +10,11 @@ namespace elman::app {
 class AdamW {
  public:
   AdamW(std::vector<torch::Tensor> params, double beta1, double beta2, double weight_decay, double eps = 1e-8);
-  // Uses each parameter's .grad(); parameters without a gradient are skipped. `skip`, when given, is a
-  // one-element fp32 tensor on the parameters' device read by the kernel: while it holds 1 the weights and
-  // moments stay as they are (the step counters still advance), so a step can be cancelled without the host
-  // seeing the value first.
-  void step(double lr, const std::optional<torch::Tensor>& skip = std::nullopt);
+  // Uses each parameter's .grad(); parameters without a gradient are skipped. `lr` and `skip` are one-element
+  // fp32 tensors on the parameters' device, read by the kernel (so a captured step can be replayed with a new
+  // learning rate); while `skip` holds 1 the weights and moments stay as they are (the step counters still
+  // advance), so a step can be cancelled without the host seeing the value first.
+  void step(const torch::Tensor& lr, const torch::Tensor& skip);
   void zero_grad();      // drops the gradients
 
   // State for checkpoints: exp_avg, exp_avg_sq and step for every parameter, in parameter order.

@@ -23,6 +23,7 @@
 #include "app/log.h"
 #include "app/optim.h"
 #include "app/profile.h"
+#include "app/step_graph.h"
 #include "models/lm.h"
 
 namespace elman::app {
@@ -160,7 +161,7 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
 
   Result res;
   res.model = cfg.model, res.config = model_summary(cfg), res.params = model->num_params();
-  res.impl = cfg.impl, res.precision = cfg.precision, res.device = cfg.device, res.gpu = gpu_name(cfg.device);
+  res.impl = cfg.impl + (cfg.cuda_graph == "on" ? "+graph" : ""), res.precision = cfg.precision, res.device = cfg.device, res.gpu = gpu_name(cfg.device);
   res.libtorch = libtorch_version(), res.commit = git_commit(), res.run_dir = run_dir;
   if (group) res.gpu = std::to_string(world) + "x " + res.gpu + " (" + group->backend() + ")";
 
@@ -197,7 +198,6 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
   double log_s = 0;
   std::string stop_reason = "ok";
   bool abnormal = false;    // diverged or failed: that state is never checkpointed
-  bool first_step = true;   // the first step of a process warms up: not timed
   bool interrupted = false;  // with a group: Ctrl-C seen by any rank, agreed after each step
   StepProfiler profiler(main_rank ? cfg.profile : 0);  // one rank's profile
 
@@ -220,14 +220,16 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
   // With a group, every rank must run the same collectives in the same order, and the per-step agreement on
   // time and Ctrl-C is itself a synchronisation: steps run one at a time there.
   const bool pipelined = dev.is_cuda() && !group;
-  auto nonfinite = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat).device(dev));
-  auto launch = [&](int64_t step, double lr) {
-    Launched l{step, lr, !first_step, Clock::now(), torch::Tensor(), std::nullopt};
-    // Rank r of N reads rows r*B .. (r+1)*B-1 of the step's N*B windows.
-    const int64_t first_row = group ? group->rank() * cfg.batch : 0;
-    auto batch = data.train_batch(static_cast<uint64_t>(cfg.seed), step, cfg.batch, first_row);
-    if (pinned) batch = batch.pin_memory();
-    batch = batch.to(dev, /*non_blocking=*/true).to(torch::kLong);
+  // With --cuda-graph on, the first step runs eagerly (it warms up), the second is captured as a CUDA graph
+  // and every step from then on is one replay of it: the batch and the learning rate are copied into the
+  // tensors the graph reads, and the gradients stay allocated (the graph writes them) instead of being dropped.
+  std::unique_ptr<StepGraph> graph;
+  if (cfg.cuda_graph == "on") graph = std::make_unique<StepGraph>(dev);
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(dev);
+  auto nonfinite = torch::zeros({1}, f32), lr_now = torch::zeros({1}, f32);
+  torch::Tensor batch_now, stats;  // the step's input bytes and its (loss, grad norm)
+  auto step_body = [&] {
+    auto batch = batch_now.to(torch::kLong);
     torch::Tensor loss;
     if (group) group->before_forward();
     {
@@ -243,17 +245,36 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
       group->allreduce_sum(loss_f);
       loss_f = loss_f[0] / static_cast<double>(world);
     }
-    auto stats = torch::stack({loss_f, gnorm.to(torch::kFloat)});
-    nonfinite = torch::maximum(nonfinite, torch::isfinite(stats).all().logical_not().to(torch::kFloat).reshape({1}));
-    opt.step(lr, nonfinite);
-    opt.zero_grad();
+    stats = torch::stack({loss_f, gnorm.to(torch::kFloat)});
+    nonfinite.copy_(torch::maximum(nonfinite, torch::isfinite(stats).all().logical_not().to(torch::kFloat).reshape({1})));
+    opt.step(lr_now, nonfinite);
+  };
+  int64_t launched = 0;  // steps launched by this process
+  const int64_t warmup_steps = graph ? 2 : 1;  // not timed: the first step, and the capture
+  auto launch = [&](int64_t step, double lr) {
+    Launched l{step, lr, launched >= warmup_steps, Clock::now(), torch::Tensor(), std::nullopt};
+    // Rank r of N reads rows r*B .. (r+1)*B-1 of the step's N*B windows.
+    const int64_t first_row = group ? group->rank() * cfg.batch : 0;
+    auto batch = data.train_batch(static_cast<uint64_t>(cfg.seed), step, cfg.batch, first_row);
+    if (pinned) batch = batch.pin_memory();
+    if (!batch_now.defined() || !graph) batch_now = torch::empty(batch.sizes(), batch.options().device(dev));
+    batch_now.copy_(batch, /*non_blocking=*/pinned);
+    lr_now.fill_(lr);
+    if (!graph || launched == 0) {
+      step_body();
+      opt.zero_grad();
+    } else if (!graph->captured()) {
+      graph->capture(step_body, cfg.model);
+    } else {
+      graph->replay();
+    }
+    ++launched;
     l.host = torch::empty({2}, torch::TensorOptions().dtype(torch::kFloat).pinned_memory(pinned));
     l.host.copy_(stats, /*non_blocking=*/pinned);
     if (dev.is_cuda()) {
       l.end.emplace(c10::DeviceType::CUDA);
       l.end->record(c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(dev));
     }
-    first_step = false;
     return l;
   };
   auto last_end = Clock::now();
@@ -322,9 +343,10 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
         last_ckpt = Clock::now();
         log::info(log::format("checkpoint written at step %ld", static_cast<long>(pr.step)));
       }
-      const bool profiled = profiler.records(!first_step);
+      const bool warm = launched >= warmup_steps;
+      const bool profiled = profiler.records(warm);
       if (profiled && !drain()) break;  // the profile holds its own steps' kernels only
-      profiler.before_step(!first_step);
+      profiler.before_step(warm);
       auto next = launch(ahead.step, lr_at(cfg.lr, ahead.step, cfg.warmup, progress_of(ahead)));
       if (!drain()) break;  // the step launched meanwhile is a no-op: the flag is set
       in_flight = std::move(next);
@@ -345,6 +367,8 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
     opt.zero_grad();
   }
   std::signal(SIGINT, prev_handler);
+  graph.reset();  // its memory pool and the gradients it wrote are released before the eval
+  opt.zero_grad();
 
   // Ranks apply the same averaged gradients to the same weights: check they still agree.
   bool ranks_agree = true;

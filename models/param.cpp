@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "ops/common/impl.h"
+
 namespace elman::models {
 
 torch::Tensor make_param(torch::nn::Module& m, const std::string& name, torch::IntArrayRef shape, Init init,
@@ -26,6 +28,16 @@ torch::Tensor make_param(torch::nn::Module& m, const std::string& name, torch::I
     }
   }
   return m.register_parameter(name, t);
+}
+
+std::vector<torch::Tensor> split_linear(const torch::Tensor& x, const torch::Tensor& w, std::vector<int64_t> sizes) {
+  const int64_t pad = (8 - w.size(0) % 8) % 8;
+  if (pad == 0) return torch::linear(x, w).split_with_sizes(sizes, -1);
+  const auto dtype = ops::autocast_dtype_or(x);
+  sizes.push_back(pad);
+  auto pieces = torch::linear(x.to(dtype), torch::constant_pad_nd(w.to(dtype), {0, 0, 0, pad})).split_with_sizes(sizes, -1);
+  pieces.pop_back();
+  return pieces;
 }
 
 }  // namespace elman::models

@@ -38,8 +38,8 @@ GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg)
 
 torch::Tensor GatedDeltaNetMixer::forward(const torch::Tensor& u) {
   const int64_t Bsz = u.size(0), T = u.size(1), H = heads_, conv_ch = 2 * H * dk_ + H * dv_;
-  // The pieces are views of one split, whose backward writes each gradient once by concatenation (see Mamba2Mixer).
-  const auto pieces = torch::linear(u, in_proj_).split_with_sizes({conv_ch, H * dv_, H, H}, -1);
+  // The pieces are views of one split, whose backward writes each gradient once by concatenation (see split_linear).
+  const auto pieces = split_linear(u, in_proj_, {conv_ch, H * dv_, H, H});
   // Depthwise causal conv + SiLU, reading q, k, v in place inside the projection.
   const auto qkv = ops::short_conv(pieces[0], conv_weight_, torch::Tensor(), true, fused_impl_)
                        .split_with_sizes({H * dk_, H * dk_, H * dv_}, -1);

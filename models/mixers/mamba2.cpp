@@ -41,10 +41,9 @@ Mamba2Mixer::Mamba2Mixer(const ModelConfig& cfg)
 
 torch::Tensor Mamba2Mixer::forward(const torch::Tensor& u) {
   const int64_t Bsz = u.size(0), T = u.size(1), N = kDState, conv_ch = d_inner_ + 2 * N;
-  // The projection's pieces are views of one split (not one narrow each): its backward writes the gradient of
-  // proj once, by concatenation, where a narrow's backward zero-fills a full-width gradient per piece and autograd
-  // then adds those up.
-  const auto pieces = torch::linear(u, in_proj_).split_with_sizes({d_inner_, conv_ch, heads_}, -1);
+  // The projection's pieces are views of one split (not one narrow each, whose backward would zero-fill a
+  // full-width gradient per piece): see split_linear.
+  const auto pieces = split_linear(u, in_proj_, {d_inner_, conv_ch, heads_});
   const auto &z = pieces[0], &dt_raw = pieces[2];
   // Depthwise causal conv + SiLU, reading xBC in place inside the projection.
   const auto xBC =

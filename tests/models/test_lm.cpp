@@ -3,6 +3,7 @@
 #include <tuple>
 
 #include "models/lm.h"
+#include "models/param.h"
 #include "models/registry.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
@@ -229,4 +230,26 @@ TEST_CASE("E70's decay is trained (our decision; the reference passed it as a co
   }
   lm->loss(tokens.narrow(1, 0, 32), tokens.narrow(1, 1, 32)).backward();
   for (const auto& d : decays()) CHECK(d.grad().abs().item<double>() == 0);
+}
+
+TEST_CASE("split_linear equals linear then split, in value and gradients, with and without a padded weight", "[lm]") {
+  for (const int64_t rows : {24, 29}) {  // 29 rows: the weight is padded to 32
+    INFO(rows << " rows");
+    torch::manual_seed(5);
+    const auto x = torch::randn({3, 7, 16}, torch::kDouble).requires_grad_(true);
+    const auto w = torch::randn({rows, 16}, torch::kDouble).requires_grad_(true);
+    const std::vector<int64_t> sizes{rows - 9, 6, 3};
+    const auto ours = models::split_linear(x, w, sizes);
+    const auto want = torch::linear(x, w).split_with_sizes(sizes, -1);
+    REQUIRE(ours.size() == 3);
+    auto loss = [](const std::vector<torch::Tensor>& p) { return (p[0].sin().sum() + p[1].square().sum() * 2 + p[2].sum()); };
+    const auto g_ours = torch::autograd::grad({loss(ours)}, {x, w});
+    const auto g_want = torch::autograd::grad({loss(want)}, {x, w});
+    for (size_t i = 0; i < 3; ++i) {
+      CHECK(ours[i].sizes() == want[i].sizes());
+      CHECK(torch::allclose(ours[i], want[i], 1e-12, 1e-12));
+    }
+    CHECK(torch::allclose(g_ours[0], g_want[0], 1e-12, 1e-12));
+    CHECK(torch::allclose(g_ours[1], g_want[1], 1e-12, 1e-12));
+  }
 }
