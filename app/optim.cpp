@@ -15,7 +15,7 @@ AdamW::AdamW(std::vector<torch::Tensor> params, double beta1, double beta2, doub
   }
 }
 
-void AdamW::step(const torch::Tensor& lr, const torch::Tensor& skip) {
+void AdamW::step(const torch::Tensor& lr, const torch::Tensor& skip, const std::optional<torch::Tensor>& grad_divisor) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> p, g, m, v, s;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -26,7 +26,7 @@ void AdamW::step(const torch::Tensor& lr, const torch::Tensor& skip) {
   if (p.empty()) return;
   at::_foreach_add_(s, 1);
   at::_fused_adamw_(p, g, m, v, {}, s, lr, beta1_, beta2_, weight_decay_, eps_, /*amsgrad=*/false, /*maximize=*/false,
-                    /*grad_scale=*/std::nullopt, /*found_inf=*/skip);
+                    /*grad_scale=*/grad_divisor, /*found_inf=*/skip);
 }
 
 void AdamW::zero_grad() {
@@ -49,19 +49,19 @@ void AdamW::load_state(const std::vector<torch::Tensor>& state) {
   }
 }
 
-torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+torch::Tensor grad_norm(const std::vector<torch::Tensor>& params) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> grads;
   for (const auto& p : params)
     if (p.grad().defined()) grads.push_back(p.grad());
   if (grads.empty()) return torch::zeros({});
-  auto norms = at::_foreach_norm(grads, 2);
-  auto total = torch::stack(norms).to(torch::kFloat).norm();
-  if (max_norm > 0) {
-    auto coef = torch::clamp_max(max_norm / (total + 1e-6), 1.0);
-    at::_foreach_mul_(grads, coef);
-  }
-  return total;
+  return torch::stack(at::_foreach_norm(grads, 2)).to(torch::kFloat).norm();
+}
+
+std::optional<torch::Tensor> clip_divisor(const torch::Tensor& norm, double max_norm) {
+  if (max_norm <= 0) return std::nullopt;
+  torch::NoGradGuard no_grad;
+  return torch::clamp_min((norm.to(torch::kFloat) + 1e-6) / max_norm, 1.0).reshape({1});
 }
 
 double lr_at(double peak, int64_t step, int64_t warmup, double progress) {

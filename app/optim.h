@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <optional>
 #include <vector>
 
 namespace elman::app {
@@ -14,7 +15,9 @@ class AdamW {
   // fp32 tensors on the parameters' device, read by the kernel (so a captured step can be replayed with a new
   // learning rate); while `skip` holds 1 the weights and moments stay as they are (the step counters still
   // advance), so a step can be cancelled without the host seeing the value first.
-  void step(const torch::Tensor& lr, const torch::Tensor& skip);
+  // `grad_divisor`, when given (a one-element fp32 tensor on the same device), divides every gradient inside the
+  // kernel: gradient clipping without a pass of its own (see clip_divisor).
+  void step(const torch::Tensor& lr, const torch::Tensor& skip, const std::optional<torch::Tensor>& grad_divisor = std::nullopt);
   void zero_grad();      // drops the gradients
 
   // State for checkpoints: exp_avg, exp_avg_sq and step for every parameter, in parameter order.
@@ -26,10 +29,12 @@ class AdamW {
   double beta1_, beta2_, weight_decay_, eps_;
 };
 
-// Returns the clip coefficient's input: the total L2 norm of all gradients (a 0-dim fp32 tensor on the
-// parameters' device), and scales the gradients in place so their norm is at most max_norm (if > 0).
-// No host synchronisation.
-torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
+// The total L2 norm of all gradients: a 0-dim fp32 tensor on the parameters' device, without host synchronisation.
+torch::Tensor grad_norm(const std::vector<torch::Tensor>& params);
+
+// What clips gradients of total norm `norm` to a norm of at most max_norm when they are divided by it:
+// max(1, (norm + 1e-6) / max_norm), a one-element fp32 tensor for AdamW::step; nullopt when max_norm <= 0 (no clip).
+std::optional<torch::Tensor> clip_divisor(const torch::Tensor& norm, double max_norm);
 
 // Learning rate at `step` given the fraction of the budget used so far (0..1).
 double lr_at(double peak, int64_t step, int64_t warmup, double progress);

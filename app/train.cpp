@@ -238,7 +238,7 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
     }
     if (group) group->before_backward();
     loss.backward();  // with a group, returns with the gradients averaged over ranks
-    auto gnorm = clip_grad_norm(params, cfg.grad_clip);
+    auto gnorm = grad_norm(params);
     auto loss_f = loss.detach().to(torch::kFloat);
     if (group) {  // the global batch's loss: the mean of the ranks' losses
       loss_f = loss_f.reshape({1});
@@ -247,7 +247,7 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
     }
     stats = torch::stack({loss_f, gnorm.to(torch::kFloat)});
     nonfinite.copy_(torch::maximum(nonfinite, torch::isfinite(stats).all().logical_not().to(torch::kFloat).reshape({1})));
-    opt.step(lr_now, nonfinite);
+    opt.step(lr_now, nonfinite, clip_divisor(gnorm, cfg.grad_clip));  // clipped inside AdamW's kernel
   };
   int64_t launched = 0;  // steps launched by this process
   const int64_t warmup_steps = graph ? 2 : 1;  // not timed: the first step, and the capture

@@ -120,13 +120,40 @@ void check_adamw_skip(const torch::Device& dev) {
   CHECK_FALSE(torch::equal(w.detach(), after_one));
   CHECK(torch::isfinite(w).all().item<bool>());
 }
+
+// Clipping inside AdamW (the gradients divided by clip_divisor in its kernel) equals an AdamW step on gradients
+// scaled to the clip norm beforehand; gradients already below the clip norm are left as they are.
+void check_adamw_clip(const torch::Device& dev) {
+  torch::manual_seed(4);
+  const auto o = torch::TensorOptions().device(dev);
+  const auto init = torch::randn({300, 7}, o), grad = torch::randn({300, 7}, o) * 3;
+  for (const double max_norm : {0.5, 1e6, 0.0}) {
+    INFO("max norm " << max_norm);
+    auto a = init.clone().requires_grad_(true), b = init.clone().requires_grad_(true);
+    app::AdamW oa({a}, 0.9, 0.95, 0.1), ob({b}, 0.9, 0.95, 0.1);
+    const auto lr = torch::full({1}, 1e-2, o), skip = torch::zeros({1}, o);
+    a.mutable_grad() = grad.clone();
+    const auto norm = app::grad_norm({a});
+    CHECK(std::abs(norm.item<double>() / grad.norm().item<double>() - 1) < 1e-5);
+    oa.step(lr, skip, app::clip_divisor(norm, max_norm));
+    const double coef = max_norm > 0 ? std::min(1.0, max_norm / (norm.item<double>() + 1e-6)) : 1.0;
+    b.mutable_grad() = grad * coef;
+    ob.step(lr, skip);
+    CHECK(torch::allclose(a.detach(), b.detach(), 1e-5, 1e-6));
+    CHECK(torch::allclose(oa.state()[1], ob.state()[1], 1e-5, 1e-9));  // the second moment sees the clipped gradient
+  }
+}
 }  // namespace
 
-TEST_CASE("an AdamW step with the skip flag set changes nothing", "[train]") { check_adamw_skip(torch::kCPU); }
+TEST_CASE("an AdamW step with the skip flag set changes nothing; clipping inside AdamW clips", "[train]") {
+  check_adamw_skip(torch::kCPU);
+  check_adamw_clip(torch::kCPU);
+}
 
-TEST_CASE("an AdamW step with the skip flag set changes nothing on the GPU", "[train][gpu]") {
+TEST_CASE("an AdamW step with the skip flag set changes nothing; clipping inside AdamW clips, on the GPU", "[train][gpu]") {
   REQUIRE(torch::cuda::is_available());
   check_adamw_skip(torch::kCUDA);
+  check_adamw_clip(torch::kCUDA);
 }
 
 TEST_CASE("N steps straight equal K steps then resume then N-K steps", "[train]") {
