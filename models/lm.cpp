@@ -55,7 +55,7 @@ torch::Tensor LMImpl::forward(const torch::Tensor& tokens) {
     y = block->mixer->forward(add_norm(block->norm, block->norm_bias));
     if (block->mlp) y = block->mlp->forward(add_norm(block->mlp_norm, block->mlp_norm_bias));
   }
-  return torch::linear(add_norm(final_norm_, final_norm_bias_), embedding_);
+  return models::linear(add_norm(final_norm_, final_norm_bias_), embedding_);
 }
 
 torch::Tensor LMImpl::loss(const torch::Tensor& inputs, const torch::Tensor& targets) {

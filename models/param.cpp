@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "ops/common/impl.h"
+#include <ATen/autocast_mode.h>
 
 namespace elman::models {
 
@@ -30,12 +30,46 @@ torch::Tensor make_param(torch::nn::Module& m, const std::string& name, torch::I
   return m.register_parameter(name, t);
 }
 
+namespace {
+// y = x w^T in the autocast dtype, saving the low-precision operands; dw = dy^T x with an fp32 GEMM output.
+struct AutocastLinear : torch::autograd::Function<AutocastLinear> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               at::ScalarType dtype) {
+    const auto xl = x.to(dtype), wl = w.to(dtype);
+    ctx->save_for_backward({xl, wl});
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
+    return at::matmul(xl, wl.t());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &xl = saved[0], &wl = saved[1];
+    const auto dy = grads[0].to(xl.scalar_type());
+    torch::Tensor dx, dw;
+    if (ctx->needs_input_grad(0))
+      dx = at::matmul(dy, wl).to(static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt()));
+    if (ctx->needs_input_grad(1)) {
+      const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
+      dw = at::mm(dy.reshape({-1, dy.size(-1)}).t(), xl.reshape({-1, xl.size(-1)}), w_dtype);
+    }
+    return {dx, dw, torch::Tensor()};
+  }
+};
+}  // namespace
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w) {
+  const auto dev = x.device().type();
+  if (!at::autocast::is_autocast_enabled(dev)) return torch::linear(x, w);
+  const auto dtype = at::autocast::get_autocast_dtype(dev);
+  // Autocast is left on inside: the products' operands are already in its dtype, so it casts nothing more.
+  return AutocastLinear::apply(x, w, dtype);
+}
+
 std::vector<torch::Tensor> split_linear(const torch::Tensor& x, const torch::Tensor& w, std::vector<int64_t> sizes) {
   const int64_t pad = (8 - w.size(0) % 8) % 8;
-  if (pad == 0) return torch::linear(x, w).split_with_sizes(sizes, -1);
-  const auto dtype = ops::autocast_dtype_or(x);
+  if (pad == 0) return models::linear(x, w).split_with_sizes(sizes, -1);
   sizes.push_back(pad);
-  auto pieces = torch::linear(x.to(dtype), torch::constant_pad_nd(w.to(dtype), {0, 0, 0, pad})).split_with_sizes(sizes, -1);
+  auto pieces = models::linear(x, torch::constant_pad_nd(w, {0, 0, 0, pad})).split_with_sizes(sizes, -1);
   pieces.pop_back();
   return pieces;
 }

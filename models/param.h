@@ -18,9 +18,15 @@ enum class Init { Xavier, Orthogonal, Normal002, Ones, Zeros, Constant, Uniform 
 torch::Tensor make_param(torch::nn::Module& m, const std::string& name, torch::IntArrayRef shape, Init init,
                          const torch::TensorOptions& opts, int64_t xavier_blocks = 1, double value = 1.0);
 
-// torch::linear(x, w) split along the last dim into `sizes` (which add up to w's rows), as views of one split,
+// torch::linear(x, w), without bias. Under autocast it computes in the autocast dtype as torch::linear does, but
+// w's gradient comes out of its GEMM in w's dtype (fp32 master weights: fp32, accumulated in fp32 and never rounded
+// to bf16), where autocast's linear writes a bf16 gradient that a cast then widens, one more pass over every weight
+// gradient. Without autocast it is torch::linear.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w);
+
+// linear(x, w) split along the last dim into `sizes` (which add up to w's rows), as views of one split,
 // whose backward writes the gradient once, by concatenation. When w's rows are not a multiple of 8, the weight is
-// zero-padded to one in the compute dtype, so the output's rows are 16-byte aligned: cuBLAS then runs its Hopper
+// zero-padded to one, so the output's rows are 16-byte aligned: cuBLAS then runs its Hopper
 // GEMMs instead of the 2-element-aligned Ampere ones it picks for such widths (2-3x slower at Mamba2's and
 // GatedDeltaNet's in_proj widths); the pad columns are a last piece that is dropped.
 std::vector<torch::Tensor> split_linear(const torch::Tensor& x, const torch::Tensor& w, std::vector<int64_t> sizes);

@@ -18,9 +18,9 @@ LlamaAttention::LlamaAttention(const ModelConfig& cfg) : impl_(cfg.impl) {
 
 torch::Tensor LlamaAttention::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
-  auto qkv = ops::rope_qkv(torch::linear(x, wqkv_), heads_, 10000.0, impl_);  // q, k, v [B,H,T,hd]
+  auto qkv = ops::rope_qkv(models::linear(x, wqkv_), heads_, 10000.0, impl_);  // q, k, v [B,H,T,hd]
   auto o = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], {}, 0.0, /*is_causal=*/true);
-  return torch::linear(o.transpose(1, 2).reshape({B, T, C}), wo_);
+  return models::linear(o.transpose(1, 2).reshape({B, T, C}), wo_);
 }
 
 SwiGLU::SwiGLU(const ModelConfig& cfg) : impl_(cfg.impl) {
@@ -30,7 +30,7 @@ SwiGLU::SwiGLU(const ModelConfig& cfg) : impl_(cfg.impl) {
 }
 
 torch::Tensor SwiGLU::forward(const torch::Tensor& x) {
-  return torch::linear(ops::swiglu(torch::linear(x, w_gate_up_), impl_), w_down_);
+  return models::linear(ops::swiglu(models::linear(x, w_gate_up_), impl_), w_down_);
 }
 
 }  // namespace elman::models

@@ -56,7 +56,7 @@ torch::Tensor Mamba2Mixer::forward(const torch::Tensor& u) {
   // The normed output comes in the autocast dtype under autocast (out_proj reads it without a cast), else u's.
   auto normed = ops::gated_rms_norm(y.reshape({Bsz, T, d_inner_}), z, norm_, ops::GateOrder::GateThenNorm, 1e-5,
                                     ops::autocast_dtype_or(u), fused_impl_);
-  return torch::linear(normed, out_proj_);
+  return models::linear(normed, out_proj_);
 }
 
 }  // namespace elman::models

@@ -2,6 +2,8 @@
 #include <array>
 #include <tuple>
 
+#include <ATen/autocast_mode.h>
+
 #include "models/lm.h"
 #include "models/param.h"
 #include "models/registry.h"
@@ -251,5 +253,39 @@ TEST_CASE("split_linear equals linear then split, in value and gradients, with a
     }
     CHECK(torch::allclose(g_ours[0], g_want[0], 1e-12, 1e-12));
     CHECK(torch::allclose(g_ours[1], g_want[1], 1e-12, 1e-12));
+  }
+}
+
+// models::linear under bf16 autocast: products in bf16 like torch::linear, the input's gradient in the input's
+// dtype, and the weight's gradient in fp32 straight from its GEMM, at least as close to the fp64 truth as
+// autocast's bf16-rounded one; split_linear's padded weight (29 rows) too.
+TEST_CASE("linear under autocast writes the weight's gradient in fp32 from its GEMM", "[lm][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  for (const int64_t rows : {200, 29}) {
+    INFO(rows << " rows");
+    torch::manual_seed(6);
+    const auto o = torch::TensorOptions().device(torch::kCUDA);
+    const auto x = torch::randn({3, 37, 96}, o).requires_grad_(true), w = torch::randn({rows, 96}, o).requires_grad_(true);
+    const auto dy = torch::randn({3, 37, rows}, o);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    const auto ours = rows % 8 ? models::split_linear(x, w, {rows - 5, 5}) : std::vector<torch::Tensor>{models::linear(x, w)};
+    const auto theirs = torch::linear(x, w);
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    at::autocast::clear_cache();
+    const auto y = torch::cat(ours, -1);
+    CHECK(y.scalar_type() == torch::kBFloat16);
+    test::expect_close("y", theirs.to(torch::kDouble), y.to(torch::kDouble), 1e-2);  // bf16 GEMMs alike
+    const auto g = torch::autograd::grad({y}, {x, w}, {dy.to(torch::kBFloat16)});
+    const auto g_theirs = torch::autograd::grad({theirs}, {x, w}, {dy.to(torch::kBFloat16)});
+    CHECK(g[0].scalar_type() == torch::kFloat);
+    CHECK(g[1].scalar_type() == torch::kFloat);
+    // fp64 truth from the same bf16-rounded operands
+    const auto xd = x.detach().to(torch::kBFloat16).to(torch::kDouble), wd = w.detach().to(torch::kBFloat16).to(torch::kDouble);
+    const auto dyd = dy.to(torch::kBFloat16).to(torch::kDouble);
+    const auto dw_true = dyd.reshape({-1, rows}).t().mm(xd.reshape({-1, 96}));
+    test::expect_close("dx", dyd.matmul(wd), g[0], 1e-2);
+    test::expect_close("dw (ours, fp32 out)", dw_true, g[1], 1e-5);
+    CHECK((g[1] - dw_true).abs().max().item<double>() <= (g_theirs[1] - dw_true).abs().max().item<double>());
   }
 }
