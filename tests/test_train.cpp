@@ -276,13 +276,15 @@ TEST_CASE("a tiny E61 trains on the GPU with the kernel in bf16", "[train][gpu]"
 
 // Every model's training step can be captured as a CUDA graph, and replaying it trains as the eager steps do:
 // the per-step losses of --cuda-graph on and off agree (the learning rate changes every step in the warmup and
-// every step reads new bytes, so a graph replaying stale inputs would show). A second eager run measures how far
-// a model's kernels differ from run to run (atomic float sums); the graph run may differ that much, not more.
+// every step reads new bytes, so a graph replaying stale inputs would show from step 2 on). A second eager run
+// measures how far a model's kernels differ from run to run (atomic float sums; the difference grows step by step,
+// so only the first 4 steps are compared: the eager one, the captured one and two replays); the graph run may
+// differ that much, not more.
 TEST_CASE("every model's training step replays as a CUDA graph with the eager steps' losses", "[train][gpu]") {
   REQUIRE(torch::cuda::is_available());
   const auto dir = test::scratch_dir("graph");
   const auto data = test::real_text_file(dir, 200000);
-  const size_t steps = 8;
+  const size_t steps = 4;
   for (const auto& spec : models::all_models()) {
     std::vector<std::vector<float>> losses;
     for (const std::string mode : {"off", "on", "off"}) {
