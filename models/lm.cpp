@@ -43,11 +43,8 @@ torch::Tensor LMImpl::forward(const torch::Tensor& tokens) {
   const auto out_dtype = ops::autocast_dtype_or(h);  // the branches read the normed stream in the autocast dtype
   // h += y, and the normed stream that the next branch (or the head) reads.
   auto add_norm = [&](const torch::Tensor& w, const torch::Tensor& b) {
-    if (norm_kind_ == Norm::Layer) {
-      if (y.defined()) h = h + y;
-      return torch::layer_norm(h, {h.size(-1)}, w, b, kNormEps);
-    }
-    auto out = ops::add_rms_norm(h, y, w, kNormEps, out_dtype, norm_impl_);
+    auto out = norm_kind_ == Norm::Layer ? ops::add_layer_norm(h, y, w, b, kNormEps, out_dtype, norm_impl_)
+                                         : ops::add_rms_norm(h, y, w, kNormEps, out_dtype, norm_impl_);
     h = out[0];
     return out[1];
   };
