@@ -1,8 +1,11 @@
 // Data-parallel training on CPU over Gloo: two ranks with batch B train exactly as one process with batch 2B
 // (same windows, averaged gradients, same weights and optimizer state), and a failing rank ends the job
 // with a message instead of a hang.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,9 +32,24 @@ std::string read(const std::string& path) {
   return ss.str();
 }
 
+// A port for a job's store: one that binds on 127.0.0.1 now, from a range of 10 per test process (by pid) below
+// Linux's ephemeral ports (32768 up), so that neither a concurrent test nor an outgoing connection holds it.
 int free_port() {
-  static int next = 29600 + static_cast<int>(::getpid() % 2000) * 3;
-  return next++;
+  static int next = 20000 + static_cast<int>(::getpid() % 1000) * 10;
+  for (int tries = 0; tries < 10000; ++tries) {
+    const int port = next;
+    next = next + 1 < 30000 ? next + 1 : 20000;
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool ok = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    if (fd >= 0) ::close(fd);
+    if (ok) return port;
+  }
+  FAIL("no free port between 20000 and 30000");
+  return -1;
 }
 
 // A child process running `argv` with extra environment variables, output to `log`.
