@@ -25,6 +25,11 @@ void check_args(const torch::Tensor& residual, const torch::Tensor& y, const tor
   TORCH_CHECK(at::isFloatingType(out), op, ": out_dtype must be floating point");
 }
 
+// add_layer_norm's b is required (undefined would silently mean RMSNorm).
+void require_bias(const torch::Tensor& residual, const torch::Tensor& b) {
+  TORCH_CHECK(b.defined(), "add_layer_norm: b must be [", residual.size(-1), "]");
+}
+
 std::vector<torch::Tensor> add_norm_reference(const torch::Tensor& residual, const torch::Tensor& y,
                                               const torch::Tensor& w, const torch::Tensor& b, double eps,
                                               at::ScalarType out_dtype) {
@@ -105,7 +110,7 @@ std::vector<torch::Tensor> add_rms_norm(const torch::Tensor& residual, const tor
 std::vector<torch::Tensor> add_layer_norm(const torch::Tensor& residual, const torch::Tensor& y,
                                           const torch::Tensor& w, const torch::Tensor& b, double eps,
                                           at::ScalarType out_dtype, Impl impl) {
-  TORCH_CHECK(b.defined(), "add_layer_norm: b must be [", residual.size(-1), "]");
+  require_bias(residual, b);
   return add_norm(residual, y, w, b, eps, out_dtype, impl);
 }
 
@@ -117,7 +122,7 @@ std::vector<torch::Tensor> add_rms_norm_reference(const torch::Tensor& residual,
 std::vector<torch::Tensor> add_layer_norm_reference(const torch::Tensor& residual, const torch::Tensor& y,
                                                     const torch::Tensor& w, const torch::Tensor& b, double eps,
                                                     at::ScalarType out_dtype) {
-  TORCH_CHECK(b.defined(), "add_layer_norm: b must be [", residual.size(-1), "]");
+  require_bias(residual, b);
   return add_norm_reference(residual, y, w, b, eps, out_dtype);
 }
 

@@ -95,6 +95,8 @@ TEST_CASE("add_rms_norm rejects bad arguments with one line", "[rms_norm]") {
                       "CUDA");
   test::require_error([&] { ops::add_layer_norm(in.residual, in.y, in.w, in.w.narrow(0, 0, 4), 1e-5, torch::kFloat,
                                                 ops::Impl::Reference); }, "add_layer_norm: b must be [6]");
+  test::require_error([&] { ops::add_layer_norm(in.residual, in.y, in.w, torch::Tensor(), 1e-5, torch::kFloat,
+                                                ops::Impl::Reference); }, "add_layer_norm: b must be [6]");
 }
 
 TEST_CASE("add_rms_norm and add_layer_norm kernels match the references: forward and every gradient",
