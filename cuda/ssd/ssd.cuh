@@ -81,6 +81,19 @@ struct Mma<bf16> {
   static __device__ __forceinline__ void store(float* p, int ld, const Acc& c) {
     nvcuda::wmma::store_matrix_sync(p, c, ld, nvcuda::wmma::mem_row_major);
   }
+  // Adds the tile to global fp32 memory (row-major, ld a multiple of 4, p 16-byte aligned) with float4 atomics,
+  // through this warp's 256-float shared scratch (the fragment's layout is opaque).
+  static __device__ __forceinline__ void atomic_add(float* p, int64_t ld, const Acc& c, float* scratch) {
+    nvcuda::wmma::store_matrix_sync(scratch, c, 16, nvcuda::wmma::mem_row_major);
+    __syncwarp();
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int k = lane; k < 64; k += 32) {  // 16 rows x 4 float4
+      const int r = k >> 2, q = (k & 3) * 4;
+      atomicAdd(reinterpret_cast<float4*>(p + r * ld + q), *reinterpret_cast<const float4*>(scratch + r * 16 + q));
+    }
+    __syncwarp();  // the scratch is free for the warp's next tile
+  }
   static __device__ __forceinline__ void scale(Acc& c, float s) {
 #pragma unroll
     for (int i = 0; i < c.num_elements; ++i) c.x[i] *= s;
@@ -122,6 +135,13 @@ struct Mma<float> {
     float* q = p + row() * ld + col();
 #pragma unroll
     for (int i = 0; i < 8; ++i) q[i] = c.v[i];
+  }
+  // Adds the tile to global fp32 memory (row-major, ld a multiple of 4, p 16-byte aligned) with float4 atomics
+  // straight from the registers (a lane holds 8 consecutive elements of one row); the scratch is unused.
+  static __device__ __forceinline__ void atomic_add(float* p, int64_t ld, const Acc& c, float*) {
+    float* q = p + row() * ld + col();
+    atomicAdd(reinterpret_cast<float4*>(q), make_float4(c.v[0], c.v[1], c.v[2], c.v[3]));
+    atomicAdd(reinterpret_cast<float4*>(q + 4), make_float4(c.v[4], c.v[5], c.v[6], c.v[7]));
   }
   static __device__ __forceinline__ void scale(Acc& c, float s) {
 #pragma unroll

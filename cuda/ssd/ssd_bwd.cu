@@ -6,7 +6,8 @@
  *   phase 1  G = C B^T;  dyx = dy x^T [L,L];  BD = B dh^T [L,P]
  *   phase 2  M_ij = G_ij decay_ij dt_j,  dG_ij = dyx_ij decay_ij dt_j  (operand type),  E_ij = G_ij decay_ij dyx_ij;
  *            per row: rowx_i = x_i . BD_i (= x_i^T dh B_i), dD += dy_i . x_i;  x <- w x,  dye = exp(a) dy
- *   phase 3  dC = dG B + dye h_c,  dB = dG^T C + (w x) dh  -> per-head partials [B, nc L, H, N] in global memory;
+ *   phase 3  dC = dG B + dye h_c,  dB = dG^T C + (w x) dh  -> added into dC, dB [B, nc L, N] (shared by the heads)
+ *            with float4 atomics (bf16: through per-warp scratch in G's buffer, free once E's sums are taken);
  *            dx' = M^T dy;  CH = C h_c^T [L,P];  colE_j = sum_i E_ij,  rowQ_i = sum_{j<i} E_ij dt_j
  *   phase 4  dh = exp(a_{L-1}) dh + dye^T C;  dx = dx' + w BD + D dy (rows t < T);  chdot_i = dy_i . CH_i
  *   phase 5  (warp 0) da_i = rowQ_i - dt_i (colE_i - E_ii) + exp(a_i) chdot_i - w_i rowx_i,
@@ -40,8 +41,8 @@ struct BwdParams {
   const float* dh_T;     // [B,H,P,N] or null (zero)
   S* dx;                 // [B,T,H,P]
   float* ddt;            // [B,T,H]
-  float* dBp;            // [B,nc L,H,N] per-head partials
-  float* dCp;            // [B,nc L,H,N]
+  float* dB;             // [B,nc L,N] zeroed; every head adds its part
+  float* dC;             // [B,nc L,N]
   float* dAp;            // [B,H]
   float* dDp;            // [B,H]
   float* dh0;            // [B,H,P,N]
@@ -107,8 +108,7 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_bwd_kernel(const BwdParams<S>
   const int bh = blockIdx.x, b = bh / p.H, h = bh - b * p.H, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const float A_h = p.A[h], D_h = p.D[h];
   const int64_t state_base = static_cast<int64_t>(bh) * kP * kN;
-  const int Tp = p.nc * L;                      // rows of the padded dB, dC partials
-  const int64_t part_ld = static_cast<int64_t>(p.H) * kN;
+  const int Tp = p.nc * L;                      // rows of the padded dB, dC
   float dD_acc = 0.f;                           // lane 0 of each warp: its rows' dy . x
   double dA_acc = 0.0;                          // warp 0: per lane
 
@@ -204,21 +204,24 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_bwd_kernel(const BwdParams<S>
       for (int j = 0; j < r; ++j) s += Gs[r * fP + j] * dts[j];
       rowQ[r] = s;
     }
+    // bf16: E's buffer becomes the warps' scratch for the atomic adds of dC and dB (16 x 256 floats fit in it).
+    static_assert(std::is_same<S, float>::value || kWarps * 256 <= L * fP,
+                  "the atomic scratch does not fit in G's buffer");
+    float* scratch = Gs + warp * 256;
+    if constexpr (!std::is_same<S, float>::value) __syncthreads();
     for_my_tiles<L, kN>(0, [&](int mt, int nt) {  // dC = dG B + dye h_c
       typename Op::Acc acc;
       Op::zero(acc);
       Op::template mma<true, true, L>(acc, dGs, ldL, mt, Bs, ldN, nt);
       Op::template mma<true, true, kP>(acc, dye, ldP, mt, hcb, ldN, nt);
-      Op::store(p.dCp + (static_cast<int64_t>(b) * Tp + t0 + 16 * mt) * part_ld + h * kN + 16 * nt,
-                static_cast<int>(part_ld), acc);
+      Op::atomic_add(p.dC + (static_cast<int64_t>(b) * Tp + t0 + 16 * mt) * kN + 16 * nt, kN, acc, scratch);
     });
     for_my_tiles<L, kN>(tiles_of<L, kN>(), [&](int mt, int nt) {  // dB = dG^T C + (w x) dh
       typename Op::Acc acc;
       Op::zero(acc);
       Op::template mma<false, true, L>(acc, dGs, ldL, mt, Cs, ldN, nt);
       Op::template mma<true, true, kP>(acc, xs, ldP, mt, dhb, ldN, nt);
-      Op::store(p.dBp + (static_cast<int64_t>(b) * Tp + t0 + 16 * mt) * part_ld + h * kN + 16 * nt,
-                static_cast<int>(part_ld), acc);
+      Op::atomic_add(p.dB + (static_cast<int64_t>(b) * Tp + t0 + 16 * mt) * kN + 16 * nt, kN, acc, scratch);
     });
     for_my_tiles<L, kP>(2 * tiles_of<L, kN>(), [&](int mt, int nt) {  // dx' = M^T dy
       typename Op::Acc acc;
@@ -350,8 +353,8 @@ std::vector<at::Tensor> ssd_bwd(const at::Tensor& x, const at::Tensor& dt, const
   auto f32 = x.options().dtype(at::kFloat);
   auto dx = ops::empty_output({B, T, H, kP}, x.options());
   auto ddt = ops::empty_output({B, T, H}, f32);
-  auto dBp = ops::empty_output({B, nc * L, H, kN}, f32);
-  auto dCp = ops::empty_output({B, nc * L, H, kN}, f32);
+  auto dB = at::zeros({B, nc * L, kN}, f32);  // the heads add into them (atomics: the order of the adds varies)
+  auto dC = at::zeros({B, nc * L, kN}, f32);
   auto dAp = ops::empty_output({B, H}, f32);
   auto dDp = ops::empty_output({B, H}, f32);
   auto dh0 = ops::empty_output({B, H, kP, kN}, f32);
@@ -370,8 +373,8 @@ std::vector<at::Tensor> ssd_bwd(const at::Tensor& x, const at::Tensor& dt, const
     p.states = states.data_ptr<float>();
     p.dh_T = dh_T.defined() ? dh_T.data_ptr<float>() : nullptr;
     p.ddt = ddt.data_ptr<float>();
-    p.dBp = dBp.data_ptr<float>();
-    p.dCp = dCp.data_ptr<float>();
+    p.dB = dB.data_ptr<float>();
+    p.dC = dC.data_ptr<float>();
     p.dAp = dAp.data_ptr<float>();
     p.dDp = dDp.data_ptr<float>();
     p.dh0 = dh0.data_ptr<float>();
@@ -380,10 +383,7 @@ std::vector<at::Tensor> ssd_bwd(const at::Tensor& x, const at::Tensor& dt, const
   };
   if (x.scalar_type() == at::kBFloat16) run(Tag<bf16>{});
   else run(Tag<float>{});
-  // dB and dC are shared by the heads (ngroups 1): sum the per-head partials (deterministic).
-  auto dB = dBp.sum(2).narrow(1, 0, T);
-  auto dC = dCp.sum(2).narrow(1, 0, T);
-  return {dx, ddt, dAp.sum(0), dB, dC, dDp.sum(0), dh0};
+  return {dx, ddt, dAp.sum(0), dB.narrow(1, 0, T), dC.narrow(1, 0, T), dDp.sum(0), dh0};
 }
 
 }  // namespace elman::cuda
