@@ -17,6 +17,7 @@
 //         (fp32 C: of 4), M, N, kd multiples of 16.
 //   fp32: thread (ty = tid / 16, tx = tid % 16) owns rows ty + 32 i and columns tx + 16 j (M a multiple of 32,
 //         N of 16); a plain FMA loop over kd reading both operands from shared memory.
+// mm_add<T, M, N>(C, ldc, scratch, terms...): the same products added into global C with atomics.
 #pragma once
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -27,6 +28,7 @@
 #include <type_traits>
 
 #include "cuda/common/reduce.cuh"
+#include "cuda/common/tile_atomic.cuh"
 
 namespace elman::cuda::gdn {
 
@@ -96,8 +98,11 @@ __device__ __forceinline__ void mma_term(AccFrag& c, const Term<__nv_bfloat16>& 
   }
 }
 
-template <typename T, int M, int N, class... Terms>
-__device__ __forceinline__ void mm(float* C, int ldc, bool acc, float cscale, const Terms&... terms) {
+// kAdd: the products are added into global C with atomics (acc and cscale unused; bf16 through `scratch`, 256
+// floats of shared memory per warp), else C is written (or accumulated) as described above.
+template <typename T, int M, int N, bool kAdd, class... Terms>
+__device__ __forceinline__ void mm_impl(float* C, int ldc, bool acc, float cscale, float* scratch,
+                                        const Terms&... terms) {
   static_assert(M % 32 == 0 && N % 16 == 0, "mm: M must be a multiple of 32 and N of 16");
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
     constexpr int TN = N / 16, tiles = (M / 16) * TN;
@@ -105,7 +110,7 @@ __device__ __forceinline__ void mm(float* C, int ldc, bool acc, float cscale, co
     for (int tile = warp; tile < tiles; tile += kWarps) {
       const int m0 = (tile / TN) * 16, n0 = (tile % TN) * 16;
       AccFrag c;
-      if (acc) {
+      if (!kAdd && acc) {
         wm::load_matrix_sync(c, C + m0 * ldc + n0, ldc, wm::mem_row_major);
 #pragma unroll
         for (int i = 0; i < c.num_elements; ++i) c.x[i] *= cscale;
@@ -113,7 +118,8 @@ __device__ __forceinline__ void mm(float* C, int ldc, bool acc, float cscale, co
         wm::fill_fragment(c, 0.f);
       }
       (mma_term(c, terms, m0, n0), ...);
-      wm::store_matrix_sync(C + m0 * ldc + n0, c, ldc, wm::mem_row_major);
+      if constexpr (kAdd) atomic_add_tile(C + m0 * ldc + n0, ldc, c, scratch + 256 * warp);
+      else wm::store_matrix_sync(C + m0 * ldc + n0, c, ldc, wm::mem_row_major);
     }
   } else {
     constexpr int RI = M / 32, CJ = N / 16;
@@ -122,7 +128,7 @@ __device__ __forceinline__ void mm(float* C, int ldc, bool acc, float cscale, co
 #pragma unroll
     for (int i = 0; i < RI; ++i)
 #pragma unroll
-      for (int j = 0; j < CJ; ++j) s[i][j] = acc ? cscale * C[(ty + 32 * i) * ldc + tx + 16 * j] : 0.f;
+      for (int j = 0; j < CJ; ++j) s[i][j] = !kAdd && acc ? cscale * C[(ty + 32 * i) * ldc + tx + 16 * j] : 0.f;
     auto one = [&](const Term<float>& t) {
       // Element (r, k) of opA and (k, c) of opB as strides: opA(r, k) = a[r * ar + k * ak].
       const int ar = t.ta ? 1 : t.lda, ak = t.ta ? t.lda : 1;
@@ -143,8 +149,23 @@ __device__ __forceinline__ void mm(float* C, int ldc, bool acc, float cscale, co
 #pragma unroll
     for (int i = 0; i < RI; ++i)
 #pragma unroll
-      for (int j = 0; j < CJ; ++j) C[(ty + 32 * i) * ldc + tx + 16 * j] = s[i][j];
+      for (int j = 0; j < CJ; ++j) {
+        float* out = C + (ty + 32 * i) * ldc + tx + 16 * j;
+        if constexpr (kAdd) atomicAdd(out, s[i][j]);
+        else *out = s[i][j];
+      }
   }
+}
+
+template <typename T, int M, int N, class... Terms>
+__device__ __forceinline__ void mm(float* C, int ldc, bool acc, float cscale, const Terms&... terms) {
+  mm_impl<T, M, N, false>(C, ldc, acc, cscale, nullptr, terms...);
+}
+
+// C[M,N] (global fp32, zeroed by the host) += the products, with atomics: for sums over blocks.
+template <typename T, int M, int N, class... Terms>
+__device__ __forceinline__ void mm_add(float* C, int ldc, float* scratch, const Terms&... terms) {
+  mm_impl<T, M, N, true>(C, ldc, false, 0.f, scratch, terms...);
 }
 
 // dst[r][c] = src[r][c] for r < rows, c < cols (dst leading dim ldd, src lds, both in elements of T), in

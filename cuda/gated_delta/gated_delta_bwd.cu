@@ -8,8 +8,9 @@
  *   dW     = -dU S^T,  dQg = dO S^T,  dKl = U dS'^T,  dP = dO U^T     (this tile's share of the sums over V)
  *   dS     = decay dS' + Qg^T dO - W^T dU          (the gradient of the state entering chunk c)
  * and dh0 is the last dS. U is recomputed from the saved entering state exactly as the forward computed it.
- * The shares of dW, dQg, dKl, dP and ddecay go to per-V-tile buffers that the host sums (deterministic);
- * dW's share is written as +dU S^T and negated by the host.
+ * The shares of dW, dQg, dKl and dP are added into their outputs with atomics (mm_add; bf16 through per-warp
+ * scratch in f0, free by then), so their last bits vary from run to run; ddecay's shares go to a small per-V-tile
+ * buffer that the host sums.
  */
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -28,7 +29,8 @@ struct BwdParams {
   const T *W, *Ut, *Qg, *Kl, *P, *dO;
   const float* states;  // fp32: the decay's gradient sum(S o dS') cancels, bf16 states lost ~40% of it
   const float *decay, *dS_T;
-  float *dUt, *dh0, *dWp, *dQgp, *dKlp, *dPp, *ddecp;  // *p: [nvt, ...] shares
+  float *dUt, *dh0, *dW, *dQg, *dKl, *dP;  // dW .. dP zeroed by the host, every V tile adds its share
+  float* ddecp;                            // [nvt, ...] shares
   int B, nc, H, V;
 };
 
@@ -45,8 +47,7 @@ struct BwdSmem {
   static constexpr size_t dO = carve(Ut, sizeof(T) * kL * G::ldV);
   static constexpr size_t S = carve(dO, sizeof(T) * kL * G::ldV);
   static constexpr size_t U = carve(S, sizeof(T) * kK * G::ldV);
-  static constexpr size_t dU = carve(U, sizeof(T) * kL * G::ldV);
-  static constexpr size_t dUn = carve(dU, sizeof(T) * kL * G::ldV);
+  static constexpr size_t dUn = carve(U, sizeof(T) * kL * G::ldV);
   static constexpr size_t f0 = carve(dUn, sizeof(T) * kL * G::ldV);
   static constexpr size_t f1 = carve(f0, sizeof(float) * kL * G::ldF);
   static constexpr size_t red = carve(f1, sizeof(float) * kL * G::ldF);
@@ -70,7 +71,6 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_bwd_kernel(cons
   T* dOs = reinterpret_cast<T*>(smem + Sm::dO);
   T* Ss = reinterpret_cast<T*>(smem + Sm::S);  // [K][ldV] the saved entering state
   T* Us = reinterpret_cast<T*>(smem + Sm::U);
-  T* dUs = reinterpret_cast<T*>(smem + Sm::dU);
   T* dUn = reinterpret_cast<T*>(smem + Sm::dUn);
   float* f0 = reinterpret_cast<float*>(smem + Sm::f0);
   float* f1 = reinterpret_cast<float*>(smem + Sm::f1);
@@ -123,16 +123,15 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_bwd_kernel(cons
       const int r = i / VT, cc = i - r * VT;
       const float x = f1[r * ldF + cc];
       dut[r * V + cc] = x;
-      dUs[r * ldV + cc] = from_f<T>(x);
       dUn[r * ldV + cc] = from_f<T>(-x);
     }
     __syncthreads();
-    // This tile's shares of the sums over V, straight to global memory.
-    const int64_t sh = vt * share + bch;
-    mm<T, kL, kK>(p.dWp + sh * kL * kK, kK, false, 0.f, term<T>(dUs, ldV, false, Ss, ldV, true, VT));
-    mm<T, kL, kK>(p.dQgp + sh * kL * kK, kK, false, 0.f, term<T>(dOs, ldV, false, Ss, ldV, true, VT));
-    mm<T, kL, kK>(p.dKlp + sh * kL * kK, kK, false, 0.f, term<T>(Us, ldV, false, dSop, ldS, true, VT));
-    mm<T, kL, kL>(p.dPp + sh * kL * kL, kL, false, 0.f, term<T>(dOs, ldV, false, Us, ldV, true, VT));
+    // This tile's shares of the sums over V, added into global memory (dW = -dU S^T from dUn = -dU).
+    static_assert(!G::kBf16 || kWarps * 256 <= kL * ldF, "the atomic scratch does not fit in f0");
+    mm_add<T, kL, kK>(p.dW + bch * kL * kK, kK, f0, term<T>(dUn, ldV, false, Ss, ldV, true, VT));
+    mm_add<T, kL, kK>(p.dQg + bch * kL * kK, kK, f0, term<T>(dOs, ldV, false, Ss, ldV, true, VT));
+    mm_add<T, kL, kK>(p.dKl + bch * kL * kK, kK, f0, term<T>(Us, ldV, false, dSop, ldS, true, VT));
+    mm_add<T, kL, kL>(p.dP + bch * kL * kL, kL, f0, term<T>(dOs, ldV, false, Us, ldV, true, VT));
     __syncthreads();  // fp32: dSop is dSf, read above and rewritten below
     mm<T, kK, VT>(dSf, ldF, true, p.decay[bch], term<T>(Qs, ldK, true, dOs, ldV, false, kL),
                   term<T>(Ws, ldK, true, dUn, ldV, false, kL));
@@ -171,10 +170,10 @@ std::vector<at::Tensor> gated_delta_state_bwd(const at::Tensor& W, const at::Ten
   auto f32 = W.options().dtype(at::kFloat);
   auto dUt = ops::empty_output({B, nc, H, kL, V}, f32);
   auto dh0 = ops::empty_output({B, H, kK, V}, f32);
-  auto dWp = ops::empty_output({nvt, B, nc, H, kL, kK}, f32);
-  auto dQgp = ops::empty_output({nvt, B, nc, H, kL, kK}, f32);
-  auto dKlp = ops::empty_output({nvt, B, nc, H, kL, kK}, f32);
-  auto dPp = ops::empty_output({nvt, B, nc, H, kL, kL}, f32);
+  auto dW = at::zeros({B, nc, H, kL, kK}, f32);  // the V tiles add their shares (atomics)
+  auto dQg = at::zeros({B, nc, H, kL, kK}, f32);
+  auto dKl = at::zeros({B, nc, H, kL, kK}, f32);
+  auto dP = at::zeros({B, nc, H, kL, kL}, f32);
   auto ddecp = ops::empty_output({nvt, B, nc, H}, f32);
   auto run = [&](auto tag) {
     using T = decltype(tag);
@@ -190,17 +189,17 @@ std::vector<at::Tensor> gated_delta_state_bwd(const at::Tensor& W, const at::Ten
     p.dS_T = dS_T.data_ptr<float>();
     p.dUt = dUt.data_ptr<float>();
     p.dh0 = dh0.data_ptr<float>();
-    p.dWp = dWp.data_ptr<float>();
-    p.dQgp = dQgp.data_ptr<float>();
-    p.dKlp = dKlp.data_ptr<float>();
-    p.dPp = dPp.data_ptr<float>();
+    p.dW = dW.data_ptr<float>();
+    p.dQg = dQg.data_ptr<float>();
+    p.dKl = dKl.data_ptr<float>();
+    p.dP = dP.data_ptr<float>();
     p.ddecp = ddecp.data_ptr<float>();
     p.B = int(B), p.nc = int(nc), p.H = int(H), p.V = int(V);
     launch_state_pass<T>(gated_delta_state_bwd_kernel<T>, BwdSmem<T>::bytes, p);
   };
   if (bf16) run(__nv_bfloat16{});
   else run(float{});
-  return {-dWp.sum(0), dUt, dQgp.sum(0), dKlp.sum(0), dPp.sum(0), ddecp.sum(0), dh0};
+  return {dW, dUt, dQg, dKl, dP, ddecp.sum(0), dh0};
 }
 
 }  // namespace elman::cuda

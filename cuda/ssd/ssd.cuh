@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "cuda/common/reduce.cuh"
+#include "cuda/common/tile_atomic.cuh"
 
 namespace elman::cuda::ssd {
 
@@ -81,18 +82,9 @@ struct Mma<bf16> {
   static __device__ __forceinline__ void store(float* p, int ld, const Acc& c) {
     nvcuda::wmma::store_matrix_sync(p, c, ld, nvcuda::wmma::mem_row_major);
   }
-  // Adds the tile to global fp32 memory (row-major, ld a multiple of 4, p 16-byte aligned) with float4 atomics,
-  // through this warp's 256-float shared scratch (the fragment's layout is opaque).
+  // Adds the tile to global fp32 memory with float4 atomics, through this warp's 256-float shared scratch.
   static __device__ __forceinline__ void atomic_add(float* p, int64_t ld, const Acc& c, float* scratch) {
-    nvcuda::wmma::store_matrix_sync(scratch, c, 16, nvcuda::wmma::mem_row_major);
-    __syncwarp();
-    const int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int k = lane; k < 64; k += 32) {  // 16 rows x 4 float4
-      const int r = k >> 2, q = (k & 3) * 4;
-      atomicAdd(reinterpret_cast<float4*>(p + r * ld + q), *reinterpret_cast<const float4*>(scratch + r * 16 + q));
-    }
-    __syncwarp();  // the scratch is free for the warp's next tile
+    atomic_add_tile(p, ld, c, scratch);
   }
   static __device__ __forceinline__ void scale(Acc& c, float s) {
 #pragma unroll
