@@ -18,6 +18,7 @@
 //   fp32: thread (ty = tid / 16, tx = tid % 16) owns rows ty + 32 i and columns tx + 16 j (M a multiple of 32,
 //         N of 16); a plain FMA loop over kd reading both operands from shared memory.
 // mm_add<T, M, N>(C, ldc, scratch, terms...): the same products added into global C with atomics.
+// mm_out<T, M, N>(C, ldc, scratch, terms...): the products written to a C of the operand type T.
 #pragma once
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -98,30 +99,48 @@ __device__ __forceinline__ void mma_term(AccFrag& c, const Term<__nv_bfloat16>& 
   }
 }
 
+// A warp's 16 x 16 fp32 accumulator tile stored to C (row-major, leading dim ld a multiple of 8, 16-byte
+// aligned) rounded to bf16, through `scratch` (256 floats of shared memory owned by the warp): 8 values a lane.
+__device__ __forceinline__ void store_tile_bf16(__nv_bfloat16* C, int64_t ld, const AccFrag& c, float* scratch) {
+  wm::store_matrix_sync(scratch, c, 16, wm::mem_row_major);
+  __syncwarp();
+  const int lane = threadIdx.x & 31, r = lane >> 1, c0 = (lane & 1) * 8;
+  __align__(16) __nv_bfloat16 v[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) v[j] = __float2bfloat16(scratch[r * 16 + c0 + j]);
+  *reinterpret_cast<uint4*>(C + r * ld + c0) = *reinterpret_cast<const uint4*>(v);
+  __syncwarp();  // the scratch is free for the warp's next tile
+}
+
 // kAdd: the products are added into global C with atomics (acc and cscale unused; bf16 through `scratch`, 256
-// floats of shared memory per warp), else C is written (or accumulated) as described above.
-template <typename T, int M, int N, bool kAdd, class... Terms>
-__device__ __forceinline__ void mm_impl(float* C, int ldc, bool acc, float cscale, float* scratch,
+// floats of shared memory per warp); else C is written (or accumulated) as described above, and a bf16 C (OutT)
+// receives the products rounded to bf16 through `scratch` (acc unused).
+template <typename T, int M, int N, bool kAdd, typename OutT, class... Terms>
+__device__ __forceinline__ void mm_impl(OutT* C, int ldc, bool acc, float cscale, float* scratch,
                                         const Terms&... terms) {
   static_assert(M % 32 == 0 && N % 16 == 0, "mm: M must be a multiple of 32 and N of 16");
+  constexpr bool kRound = !std::is_same<OutT, float>::value;
+  static_assert(!kRound || (std::is_same<T, __nv_bfloat16>::value && !kAdd), "mm: a bf16 C takes bf16 products");
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
     constexpr int TN = N / 16, tiles = (M / 16) * TN;
     const int warp = threadIdx.x >> 5;
     for (int tile = warp; tile < tiles; tile += kWarps) {
       const int m0 = (tile / TN) * 16, n0 = (tile % TN) * 16;
       AccFrag c;
-      if (!kAdd && acc) {
-        wm::load_matrix_sync(c, C + m0 * ldc + n0, ldc, wm::mem_row_major);
+      wm::fill_fragment(c, 0.f);
+      if constexpr (!kAdd && !kRound) {
+        if (acc) {
+          wm::load_matrix_sync(c, C + m0 * ldc + n0, ldc, wm::mem_row_major);
 #pragma unroll
-        for (int i = 0; i < c.num_elements; ++i) c.x[i] *= cscale;
-      } else {
-        wm::fill_fragment(c, 0.f);
+          for (int i = 0; i < c.num_elements; ++i) c.x[i] *= cscale;
+        }
       }
       (mma_term(c, terms, m0, n0), ...);
       if constexpr (kAdd) atomic_add_tile(C + m0 * ldc + n0, ldc, c, scratch + 256 * warp);
+      else if constexpr (kRound) store_tile_bf16(C + m0 * ldc + n0, ldc, c, scratch + 256 * warp);
       else wm::store_matrix_sync(C + m0 * ldc + n0, c, ldc, wm::mem_row_major);
     }
-  } else {
+  } else if constexpr (!kRound) {
     constexpr int RI = M / 32, CJ = N / 16;
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     float s[RI][CJ];
@@ -159,13 +178,20 @@ __device__ __forceinline__ void mm_impl(float* C, int ldc, bool acc, float cscal
 
 template <typename T, int M, int N, class... Terms>
 __device__ __forceinline__ void mm(float* C, int ldc, bool acc, float cscale, const Terms&... terms) {
-  mm_impl<T, M, N, false>(C, ldc, acc, cscale, nullptr, terms...);
+  mm_impl<T, M, N, false, float>(C, ldc, acc, cscale, nullptr, terms...);
 }
 
 // C[M,N] (global fp32, zeroed by the host) += the products, with atomics: for sums over blocks.
 template <typename T, int M, int N, class... Terms>
 __device__ __forceinline__ void mm_add(float* C, int ldc, float* scratch, const Terms&... terms) {
-  mm_impl<T, M, N, true>(C, ldc, false, 0.f, scratch, terms...);
+  mm_impl<T, M, N, true, float>(C, ldc, false, 0.f, scratch, terms...);
+}
+
+// C[M,N] (T, global or shared) = the products, in the operand type: bf16 rounded through `scratch` (256 floats of
+// shared memory per warp), fp32 written as mm does.
+template <typename T, int M, int N, class... Terms>
+__device__ __forceinline__ void mm_out(T* C, int ldc, float* scratch, const Terms&... terms) {
+  mm_impl<T, M, N, false, T>(C, ldc, false, 0.f, scratch, terms...);
 }
 
 // dst[r][c] = src[r][c] for r < rows, c < cols (dst leading dim ldd, src lds, both in elements of T), in

@@ -14,13 +14,13 @@
 
 namespace elman::cuda {
 
-// h0 [B,H,K,V] fp32 -> {O [B,nc,H,L,V] operand dtype, S_T [B,H,K,V] fp32, states [B,H,nc,K,V] fp32:
+// h0 [B,H,K,V] fp32 -> {O [B,nc*L,H,V] operand dtype (the layer's [B,T,H,V] with T padded to whole chunks), S_T [B,H,K,V] fp32, states [B,H,nc,K,V] fp32:
 // the state entering each chunk (the backward rounds it to the operand type as the forward's products did)}.
 std::vector<at::Tensor> gated_delta_state_fwd(const at::Tensor& W, const at::Tensor& Ut, const at::Tensor& Qg,
                                               const at::Tensor& Kl, const at::Tensor& P, const at::Tensor& decay,
                                               const at::Tensor& h0);
 
-// The forward's inputs and states, dO [B,nc,H,L,V] (operand dtype) and dS_T [B,H,K,V] fp32 ->
+// The forward's inputs and states, dO [B,nc*L,H,V] (operand dtype, contiguous) and dS_T [B,H,K,V] fp32 ->
 // {dW, dUt, dQg, dKl, dP, ddecay, dh0}, all fp32 in the shapes of the inputs.
 std::vector<at::Tensor> gated_delta_state_bwd(const at::Tensor& W, const at::Tensor& Ut, const at::Tensor& Qg,
                                               const at::Tensor& Kl, const at::Tensor& P, const at::Tensor& decay,

@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_bwd_kernel(cons
     copy_tile(Ks, ldK, p.Kl + bch * kL * kK, kK, kL, kK);
     copy_tile(Ps, ldL, p.P + bch * kL * kL, kL, kL, kL);
     copy_tile(Uts, ldV, p.Ut + bch * kL * V + col0, V, kL, VT);
-    copy_tile(dOs, ldV, p.dO + bch * kL * V + col0, V, kL, VT);
+    copy_tile(dOs, ldV, p.dO + ((static_cast<int64_t>(b) * p.nc + c) * kL * p.H + h) * V + col0, p.H * V, kL, VT);
     // The entering state (fp32) as the products' operand, and ddecay = sum(S o dS') over this tile in fp32.
     const float* st = p.states + ((static_cast<int64_t>(b) * p.H + h) * p.nc + c) * kK * V + col0;
     float part = 0.f;
@@ -162,7 +162,7 @@ std::vector<at::Tensor> gated_delta_state_bwd(const at::Tensor& W, const at::Ten
   ELMAN_CHECK_CUDA_TENSOR(states);
   TORCH_CHECK(states.scalar_type() == at::kFloat, "gated_delta_state_bwd: states must be float32");
   ELMAN_CHECK_CUDA_TENSOR(dS_T);
-  TORCH_CHECK(states.sizes() == at::IntArrayRef({B, H, nc, kK, V}) && dO.sizes() == Ut.sizes() &&
+  TORCH_CHECK(states.sizes() == at::IntArrayRef({B, H, nc, kK, V}) && dO.sizes() == at::IntArrayRef({B, nc * kL, H, V}) &&
                   dS_T.sizes() == at::IntArrayRef({B, H, kK, V}) && dS_T.scalar_type() == at::kFloat,
               "gated_delta_state_bwd: inconsistent shapes");
   const bool bf16 = W.scalar_type() == at::kBFloat16;

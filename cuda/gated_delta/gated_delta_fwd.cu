@@ -6,7 +6,8 @@
  *      state (fp32) to `states`;
  *   2. f0 = W S, f1 = Qg S;                        3. U = Ut - f0 (rounded to the operand type);
  *   4. f1 += P U (the output tile), S = decay S + Kl^T U (fp32 accumulators loaded from shared memory);
- *   5. write O from f1; bf16: round S into its operand copy.
+ *   5. write O from f1 (in the layout [B, nc L, H, V] that the layer reads, no permute); bf16: round S into its
+ *      operand copy.
  * Numerics: the state and every sum are fp32; bf16 operands are multiplied on tensor cores with fp32 accumulation.
  */
 #include <ATen/cuda/CUDAContext.h>
@@ -103,10 +104,10 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_fwd_kernel(cons
     mm<T, kL, VT>(f1, ldF, true, 1.f, term<T>(Ps, ldL, false, Us, ldV, false, kL));
     mm<T, kK, VT>(Sf, ldF, true, p.decay[bch], term<T>(Ks, ldK, true, Us, ldV, false, kL));
     __syncthreads();
-    T* o = p.O + bch * kL * V + col0;
+    T* o = p.O + ((static_cast<int64_t>(b) * p.nc + c) * kL * p.H + h) * V + col0;  // [B, nc L, H, V]
     for (int i = threadIdx.x; i < kL * VT; i += kThreads) {
       const int r = i / VT, cc = i - r * VT;
-      o[r * V + cc] = from_f<T>(f1[r * ldF + cc]);
+      o[r * p.H * V + cc] = from_f<T>(f1[r * ldF + cc]);
     }
     if constexpr (G::kBf16) to_op(Sop, ldS, Sf, ldF, kK, VT);
     __syncthreads();
@@ -140,7 +141,7 @@ std::vector<at::Tensor> gated_delta_state_fwd(const at::Tensor& W, const at::Ten
   TORCH_CHECK(bf16 || W.scalar_type() == at::kFloat, "gated_delta_state_fwd: operands must be float32 or bfloat16");
   TORCH_CHECK(V % 64 == 0, "gated_delta_state_fwd: V must be a multiple of 64, got ", V);
   TORCH_CHECK(B * H * (V / 32) < (int64_t(1) << 31), "gated_delta_state_fwd: too many blocks");
-  auto O = ops::empty_output({B, nc, H, kL, V}, W.options());
+  auto O = ops::empty_output({B, nc * kL, H, V}, W.options());
   auto S_T = ops::empty_output({B, H, kK, V}, h0.options());
   auto states = ops::empty_output({B, H, nc, kK, V}, W.options().dtype(at::kFloat));
   auto run = [&](auto tag) {

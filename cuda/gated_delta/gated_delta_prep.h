@@ -19,7 +19,8 @@
 
 namespace elman::cuda {
 
-// -> {W, Ut, Qg, Kl, P, decay (all float32), T [B,nc,H,L,L] (the operand type; saved for the backward)}.
+// -> {W, Ut, Qg, Kl, P (the operand type, what the state pass multiplies), decay (float32), T [B,nc,H,L,L] (the
+// operand type; saved for the backward)}.
 std::vector<at::Tensor> gated_delta_prep_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                              const at::Tensor& g, const at::Tensor& beta, bool bf16);
 

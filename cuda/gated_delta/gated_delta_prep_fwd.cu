@@ -4,10 +4,11 @@
  *   1. g, beta -> exp(G), the segment-sum mask D, exp(seg[L-1][.]) (chunk_decays); K, Q rows into shared memory;
  *   2. M = K K^T, N = Q K^T (block products, fp32 accumulators);
  *   3. A = strictly-lower(beta_i M_ij D_ij) in place of M; P = N o D, Qg = exp(G) Q, Kl = exp(seg[L-1]) K and decay
- *      straight to global memory (q, k re-read from global memory in fp32, exact);
+ *      straight to global memory (q, k re-read from global memory in fp32, exact; every output but decay is
+ *      rounded once to the operand type, in which the state pass multiplies them);
  *   4. T = (I + A)^{-1} (fp32 forward substitution, unit_lower_inverse), saved in the operand type for the backward;
  *   5. W = T (diag(beta exp(G)) K) and, per 64-column V tile, Ut = T (diag(beta) V), both written by the product
- *      straight to global memory.
+ *      straight to global memory (bf16: rounded through per-warp scratch in M, whose A is consumed by then).
  * Numerics: every sum and the solve in fp32; the products' operands are the operand type Op (bf16: tensor cores,
  * operands rounded to bf16; fp32: CUDA-core FMAs, as LibTorch's fp32 matmuls without TF32).
  *
@@ -37,7 +38,8 @@ template <typename Op>
 struct PrepFwdParams {
   In q, k, v;
   const float *g, *beta;
-  float *W, *Ut, *Qg, *Kl, *P, *decay;
+  Op *W, *Ut, *Qg, *Kl, *P;  // in the operand type: what the state pass multiplies
+  float* decay;
   Op* Tm;
   int steps, nc, H, V;
 };
@@ -84,14 +86,14 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_fwd_kernel(const
   mm<Op, kL, kL>(Nf, ldLf, false, 0.f, term<Op>(Qs, ldK, false, Ks, ldK, true, kK));  // Q K^T
   __syncthreads();
 
-  float* P = p.P + tile * kL;
+  Op* P = p.P + tile * kL;
   for (int idx = threadIdx.x; idx < kL * kL; idx += kThreads) {
     const int i = idx / kL, j = idx - i * kL;
     const float d = D[i * ldLf + j];
     Mf[i * ldLf + j] = i > j ? Mf[i * ldLf + j] * d * bs[i] : 0.f;  // A
-    P[idx] = i >= j ? Nf[i * ldLf + j] * d : 0.f;
+    P[idx] = from_f<Op>(i >= j ? Nf[i * ldLf + j] * d : 0.f);
   }
-  float *Qg = p.Qg + tile * kK, *Kl = p.Kl + tile * kK;
+  Op *Qg = p.Qg + tile * kK, *Kl = p.Kl + tile * kK;
   for (int idx = threadIdx.x; idx < kL * kK; idx += kThreads) {
     const int i = idx / kK, d = idx - i * kK;
     float qv = 0.f, kv = 0.f;
@@ -99,14 +101,16 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_fwd_kernel(const
       qv = ld_in(p.q, row_of(p.q, b, t0 + i, h) + d * p.q.sd);
       kv = ld_in(p.k, row_of(p.k, b, t0 + i, h) + d * p.k.sd);
     }
-    Qg[idx] = qv * gam[i];
-    Kl[idx] = kv * lam[i];
+    Qg[idx] = from_f<Op>(qv * gam[i]);
+    Kl[idx] = from_f<Op>(kv * lam[i]);
   }
   if (threadIdx.x == 0) p.decay[bch] = gam[kL - 1];
   __syncthreads();
 
   unit_lower_inverse<Op>(Mf, Nf, Top, ldL);  // T (Q K^T in N was consumed above)
   __syncthreads();
+  float* scratch = Mf;  // A is consumed: the bf16 products' per-warp rounding scratch
+  static_assert(kWarps * 256 <= kL * ldLf, "the rounding scratch does not fit in M");
   Op* Tm = p.Tm + tile * kL;
   for (int idx = threadIdx.x; idx < kL * kL; idx += kThreads) {
     const int i = idx / kL, j = idx - i * kL;
@@ -114,11 +118,11 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_fwd_kernel(const
   }
   load_rows<Op, kK>(Qs, ldK, p.k, b, t0, h, n, 0, wsc);  // R_W = diag(beta exp(G)) K
   __syncthreads();
-  mm<Op, kL, kK>(p.W + tile * kK, kK, false, 0.f, term<Op>(Top, ldL, false, Qs, ldK, false, kL));
+  mm_out<Op, kL, kK>(p.W + tile * kK, kK, scratch, term<Op>(Top, ldL, false, Qs, ldK, false, kL));
   for (int v0 = 0; v0 < p.V; v0 += kVT) {
     load_rows<Op, kVT>(Ru, ldL, p.v, b, t0, h, n, v0, bs);  // R_U tile = diag(beta) V
     __syncthreads();
-    mm<Op, kL, kVT>(p.Ut + tile * p.V + v0, p.V, false, 0.f, term<Op>(Top, ldL, false, Ru, ldL, false, kL));
+    mm_out<Op, kL, kVT>(p.Ut + tile * p.V + v0, p.V, scratch, term<Op>(Top, ldL, false, Ru, ldL, false, kL));
     __syncthreads();
   }
 }
@@ -130,22 +134,22 @@ std::vector<at::Tensor> gated_delta_prep_fwd(const at::Tensor& q, const at::Tens
   const c10::cuda::CUDAGuard guard(q.device());
   check_prep_inputs("gated_delta_prep_fwd", q, k, v, g, beta);
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), V = v.size(3), nc = (T + kL - 1) / kL;
-  const auto f32 = q.options().dtype(at::kFloat);
-  auto W = ops::empty_output({B, nc, H, kL, kK}, f32);
-  auto Ut = ops::empty_output({B, nc, H, kL, V}, f32);
-  auto Qg = ops::empty_output({B, nc, H, kL, kK}, f32);
-  auto Kl = ops::empty_output({B, nc, H, kL, kK}, f32);
-  auto P = ops::empty_output({B, nc, H, kL, kL}, f32);
-  auto decay = ops::empty_output({B, nc, H}, f32);
-  auto Tm = ops::empty_output({B, nc, H, kL, kL}, q.options().dtype(bf16 ? at::kBFloat16 : at::kFloat));
+  const auto op = q.options().dtype(bf16 ? at::kBFloat16 : at::kFloat);
+  auto W = ops::empty_output({B, nc, H, kL, kK}, op);
+  auto Ut = ops::empty_output({B, nc, H, kL, V}, op);
+  auto Qg = ops::empty_output({B, nc, H, kL, kK}, op);
+  auto Kl = ops::empty_output({B, nc, H, kL, kK}, op);
+  auto P = ops::empty_output({B, nc, H, kL, kL}, op);
+  auto decay = ops::empty_output({B, nc, H}, q.options().dtype(at::kFloat));
+  auto Tm = ops::empty_output({B, nc, H, kL, kL}, op);
   auto run = [&](auto tag) {
     using Op = decltype(tag);
     PrepFwdParams<Op> p{};
     p.q = in_view(q), p.k = in_view(k), p.v = in_view(v);
     p.g = g.data_ptr<float>(), p.beta = beta.data_ptr<float>();
-    p.W = W.data_ptr<float>(), p.Ut = Ut.data_ptr<float>(), p.Qg = Qg.data_ptr<float>();
-    p.Kl = Kl.data_ptr<float>(), p.P = P.data_ptr<float>(), p.decay = decay.data_ptr<float>();
-    p.Tm = reinterpret_cast<Op*>(Tm.data_ptr());
+    auto ptr = [](at::Tensor& t) { return reinterpret_cast<Op*>(t.data_ptr()); };
+    p.W = ptr(W), p.Ut = ptr(Ut), p.Qg = ptr(Qg), p.Kl = ptr(Kl), p.P = ptr(P), p.decay = decay.data_ptr<float>();
+    p.Tm = ptr(Tm);
     p.steps = int(T), p.nc = int(nc), p.H = int(H), p.V = int(V);
     const size_t smem = PrepFwdSmem<Op>::bytes;
     C10_CUDA_CHECK(cudaFuncSetAttribute(gated_delta_prep_fwd_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -35,64 +35,74 @@ int64_t operand_type(const torch::Tensor& q, const torch::Tensor& k, const torch
   return static_cast<int64_t>(bf16 ? torch::kBFloat16 : torch::kFloat);
 }
 
-// The chunk preparation (cuda/gated_delta/gated_delta_prep_*.cu): q, k, v (any strides), g, beta -> W, Ut, Qg, Kl,
-// P, decay (fp32, [B,nc,H,L,*]), with the hand-written backward. Saves the inputs and T = (I + A)^{-1} (in the
-// operand type `op`).
+// g, beta as the kernels read them (fp32, contiguous).
+torch::Tensor f32c(const torch::Tensor& t) { return t.to(torch::kFloat).contiguous(); }
+
+// dq, dk, dv, dg, dbeta from the preparation's backward (inputs q, k, v, g, beta, T saved by the forward; the
+// gradients of W, Ut, Qg, Kl, P, decay in fp32), dg and dbeta in g's and beta's dtypes.
+variable_list prep_backward(AutogradContext* ctx, const variable_list& s, const std::vector<torch::Tensor>& d6) {
+  auto d = cuda::gated_delta_prep_bwd(s[0], s[1], s[2], s[3], s[4], s[5], d6[0], d6[1], d6[2], d6[3], d6[4], d6[5]);
+  return {d[0], d[1], d[2], d[3].to(static_cast<at::ScalarType>(ctx->saved_data["g_dtype"].toInt())),
+          d[4].to(static_cast<at::ScalarType>(ctx->saved_data["beta_dtype"].toInt()))};
+}
+
+void save_dtypes(AutogradContext* ctx, const torch::Tensor& g, const torch::Tensor& beta) {
+  ctx->saved_data["g_dtype"] = static_cast<int64_t>(g.scalar_type());
+  ctx->saved_data["beta_dtype"] = static_cast<int64_t>(beta.scalar_type());
+}
+
+// The chunk preparation alone (cuda/gated_delta/gated_delta_prep_*.cu), for ops::gated_delta_chunk_prep_kernel:
+// q, k, v (any strides), g, beta -> W, Ut, Qg, Kl, P (the operand type `op`), decay (fp32), [B,nc,H,L,*], with the
+// hand-written backward. Saves the inputs and T = (I + A)^{-1}.
 struct GatedDeltaPrepFunction : public torch::autograd::Function<GatedDeltaPrepFunction> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, const torch::Tensor& g, const torch::Tensor& beta, int64_t op) {
-    const auto gf = g.to(torch::kFloat).contiguous(), bf = beta.to(torch::kFloat).contiguous();
+    const auto gf = f32c(g), bf = f32c(beta);
     auto r = cuda::gated_delta_prep_fwd(q, k, v, gf, bf, static_cast<at::ScalarType>(op) == torch::kBFloat16);
     ctx->save_for_backward({q, k, v, gf, bf, r[6]});
-    ctx->saved_data["g_dtype"] = static_cast<int64_t>(g.scalar_type());
-    ctx->saved_data["beta_dtype"] = static_cast<int64_t>(beta.scalar_type());
+    save_dtypes(ctx, g, beta);
     return {r[0], r[1], r[2], r[3], r[4], r[5]};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto s = ctx->get_saved_variables();
-    for (auto& gr : grads) gr = gr.to(torch::kFloat).contiguous();  // an unused output's gradient arrives as zeros
-    auto d = cuda::gated_delta_prep_bwd(s[0], s[1], s[2], s[3], s[4], s[5], grads[0], grads[1], grads[2], grads[3],
-                                        grads[4], grads[5]);  // {dq, dk, dv, dg, dbeta}
-    return {d[0], d[1], d[2], d[3].to(static_cast<at::ScalarType>(ctx->saved_data["g_dtype"].toInt())),
-            d[4].to(static_cast<at::ScalarType>(ctx->saved_data["beta_dtype"].toInt())), torch::Tensor()};
+    for (auto& gr : grads) gr = f32c(gr);  // an unused output's gradient arrives as zeros
+    auto r = prep_backward(ctx, ctx->get_saved_variables(), grads);
+    r.push_back(torch::Tensor());
+    return r;
   }
 };
 
-// The state pass over the chunks (cuda/gated_delta): U = Ut - W S, O = Qg S + P U, S <- decay S + Kl^T U, with a
-// hand-written backward; its inputs come from GatedDeltaPrepFunction.
-struct GatedDeltaStateFunction : public torch::autograd::Function<GatedDeltaStateFunction> {
-  // W, Ut, Qg, Kl, P in any float dtype (converted to `op`, the kernels' operand type); decay, h0 fp32.
-  static variable_list forward(AutogradContext* ctx, const torch::Tensor& W, const torch::Tensor& Ut,
-                               const torch::Tensor& Qg, const torch::Tensor& Kl, const torch::Tensor& P,
-                               const torch::Tensor& decay, const torch::Tensor& h0, int64_t op) {
-    const auto dt = static_cast<at::ScalarType>(op);
-    auto cast = [&](const torch::Tensor& t) { return t.to(dt).contiguous(); };
-    auto w = cast(W), ut = cast(Ut), qg = cast(Qg), kl = cast(Kl), pm = cast(P);
-    auto dec = decay.to(torch::kFloat).contiguous();
-    auto out = cuda::gated_delta_state_fwd(w, ut, qg, kl, pm, dec, h0.to(torch::kFloat).contiguous());
-    ctx->save_for_backward({w, ut, qg, kl, pm, dec, out[2]});
-    ctx->saved_data["in_dtypes"] = std::vector<int64_t>{
-        static_cast<int64_t>(W.scalar_type()),  static_cast<int64_t>(Ut.scalar_type()),
-        static_cast<int64_t>(Qg.scalar_type()), static_cast<int64_t>(Kl.scalar_type()),
-        static_cast<int64_t>(P.scalar_type()),  static_cast<int64_t>(decay.scalar_type()),
-        static_cast<int64_t>(h0.scalar_type())};
+// The whole kernel path as one Function: the preparation, then the state pass over the chunks (cuda/gated_delta:
+// U = Ut - W S, O = Qg S + P U, S <- decay S + Kl^T U); backward: the state pass in reverse, then the
+// preparation's backward. The chunk quantities stay in the operand type between the two (what the state pass
+// multiplies, rounded once by the preparation) and their gradients stay fp32, with no cast in between.
+// q, k, v, g, beta as gated_delta takes them, h0 [B,H,K,V] fp32 -> O [B, nc L, H, V] (operand type), S_T (fp32).
+struct GatedDeltaFunction : public torch::autograd::Function<GatedDeltaFunction> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, const torch::Tensor& g, const torch::Tensor& beta,
+                               const torch::Tensor& h0, int64_t op) {
+    const auto gf = f32c(g), bf = f32c(beta);
+    auto c = cuda::gated_delta_prep_fwd(q, k, v, gf, bf, static_cast<at::ScalarType>(op) == torch::kBFloat16);
+    auto out = cuda::gated_delta_state_fwd(c[0], c[1], c[2], c[3], c[4], c[5], f32c(h0));
+    // q, k, v, g, beta, T for the preparation; W, Ut, Qg, Kl, P, decay and the entering states for the state pass.
+    ctx->save_for_backward({q, k, v, gf, bf, c[6], c[0], c[1], c[2], c[3], c[4], c[5], out[2]});
+    save_dtypes(ctx, g, beta);
+    ctx->saved_data["h0_dtype"] = static_cast<int64_t>(h0.scalar_type());
     ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined: read as zero
     return {out[0], out[1]};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto s = ctx->get_saved_variables();
-    const auto& W = s[0];
-    const auto op = W.scalar_type();
-    const int64_t B = W.size(0), H = W.size(2), K = W.size(4), V = s[1].size(4);
-    auto dO = grads[0].defined() ? grads[0].to(op).contiguous() : torch::zeros_like(s[1]);
-    auto dS_T = grads[1].defined() ? grads[1].to(torch::kFloat).contiguous()
-                                   : torch::zeros({B, H, K, V}, W.options().dtype(torch::kFloat));
-    auto g = cuda::gated_delta_state_bwd(s[0], s[1], s[2], s[3], s[4], s[5], s[6], dO, dS_T);
-    const auto dtypes = ctx->saved_data["in_dtypes"].toIntVector();
-    variable_list r;
-    for (int i = 0; i < 7; ++i) r.push_back(g[i].to(static_cast<at::ScalarType>(dtypes[i])));
+    const auto& W = s[6];
+    const int64_t B = W.size(0), nc = W.size(1), H = W.size(2), K = W.size(4), V = s[7].size(4);
+    auto dO = grads[0].defined() ? grads[0].to(W.scalar_type()).contiguous()
+                                 : torch::zeros({B, nc * kGatedDeltaChunk, H, V}, W.options());
+    auto dS_T = grads[1].defined() ? f32c(grads[1]) : torch::zeros({B, H, K, V}, W.options().dtype(torch::kFloat));
+    // {dW, dUt, dQg, dKl, dP, ddecay, dh0}, fp32
+    auto d = cuda::gated_delta_state_bwd(s[6], s[7], s[8], s[9], s[10], s[11], s[12], dO, dS_T);
+    auto r = prep_backward(ctx, s, {d[0], d[1], d[2], d[3], d[4], d[5]});
+    r.push_back(d[6].to(static_cast<at::ScalarType>(ctx->saved_data["h0_dtype"].toInt())));
     r.push_back(torch::Tensor());
     return r;
   }
@@ -101,13 +111,11 @@ struct GatedDeltaStateFunction : public torch::autograd::Function<GatedDeltaStat
 std::vector<torch::Tensor> gated_delta_kernel(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                               const torch::Tensor& g, const torch::Tensor& beta,
                                               const torch::Tensor& h0) {
-  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3), V = v.size(3), L = kGatedDeltaChunk;
-  const int64_t op = operand_type(q, k, v);
-  const auto c = GatedDeltaPrepFunction::apply(q, k, v, g, beta, op);  // {W, Ut, Qg, Kl, P, decay}
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3), V = v.size(3);
   const auto S0 = h0.defined() ? h0 : torch::zeros({B, H, K, V}, q.options().dtype(torch::kFloat));
-  auto out = GatedDeltaStateFunction::apply(c[0], c[1], c[2], c[3], c[4], c[5], S0, op);
-  const int64_t nc = c[0].size(1);
-  auto o = out[0].permute({0, 1, 3, 2, 4}).reshape({B, nc * L, H, V}).narrow(1, 0, T);
+  auto out = GatedDeltaFunction::apply(q, k, v, g, beta, S0, operand_type(q, k, v));
+  // O covers whole chunks; a narrow only when T is not a multiple of the chunk (its backward pads the gradient).
+  auto o = out[0].size(1) == T ? out[0] : out[0].narrow(1, 0, T);
   return {o.to(v.scalar_type()), out[1]};
 }
 }  // namespace

@@ -28,10 +28,11 @@ std::vector<torch::Tensor> gated_delta(const torch::Tensor& q, const torch::Tens
                                        const torch::Tensor& g, const torch::Tensor& beta, const torch::Tensor& h0,
                                        Impl impl);
 
-// The kernel path's chunk preparation alone: gated_delta_chunk_prep's quantities (W, Ut, Qg, Kl, P, decay, all
-// float32) at chunks of kGatedDeltaChunk steps, computed by our CUDA kernels (cuda/gated_delta/gated_delta_prep_*)
-// with a hand-written backward to q, k, v, g, beta. Same requirements as Impl::Kernel above (q, k, v may be
-// strided); the products' operands are bf16 when any of q, k, v is bf16, else fp32.
+// The kernel path's chunk preparation alone (for the tests): gated_delta_chunk_prep's quantities at chunks of
+// kGatedDeltaChunk steps, computed by our CUDA kernels (cuda/gated_delta/gated_delta_prep_*) with a hand-written
+// backward to q, k, v, g, beta. Same requirements as Impl::Kernel above (q, k, v may be strided); the products'
+// operands are bf16 when any of q, k, v is bf16, else fp32, and W, Ut, Qg, Kl, P come in that operand type (the
+// state pass multiplies them as they are), decay in float32.
 GatedDeltaChunks gated_delta_chunk_prep_kernel(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                                const torch::Tensor& g, const torch::Tensor& beta);
 

@@ -51,18 +51,20 @@ std::vector<torch::Tensor> random_upstream(const PrepInputs& in) {
 }
 
 // Kernel against the chunked preparation: outputs and dq, dk, dv within `ratio`, dg and dbeta (sums over the chunk)
-// within `ratio_gb`; the dtypes must agree.
+// within `ratio_gb`. The kernel's W, Ut, Qg, Kl, P come in the operand type `op` (what the state pass multiplies),
+// every other dtype must agree with the reference's.
 void expect_prep_close(const std::string& tag, const std::vector<torch::Tensor>& ref, const std::vector<torch::Tensor>& got,
-                       double ratio, double ratio_gb) {
+                       double ratio, double ratio_gb, torch::Dtype op) {
   REQUIRE(ref.size() == kPrepNames.size());
   REQUIRE(got.size() == kPrepNames.size());
   for (size_t i = 0; i < ref.size(); ++i) {
     INFO(tag + " " + kPrepNames[i]);
     REQUIRE(got[i].defined());
-    CHECK(ref[i].scalar_type() == got[i].scalar_type());
+    const bool operand = i < 5;  // W, Ut, Qg, Kl, P
+    CHECK(got[i].scalar_type() == (operand ? op : ref[i].scalar_type()));
     CHECK(ref[i].sizes() == got[i].sizes());
     const bool gb = kPrepNames[i] == "dg" || kPrepNames[i] == "dbeta";
-    expect_close(tag + " " + kPrepNames[i], ref[i], got[i], gb ? ratio_gb : ratio);
+    expect_close(tag + " " + kPrepNames[i], ref[i], got[i].to(ref[i].scalar_type()), gb ? ratio_gb : ratio);
   }
 }
 }  // namespace
@@ -102,7 +104,8 @@ TEST_CASE("the gated_delta prep kernel matches the chunked preparation: every ou
     // FMA products). bf16: the chunked preparation computes in fp32 from the bf16 inputs; the kernel multiplies
     // bf16 operands (T, R_W, R_U, the gradients) on tensor cores.
     const bool f32 = dtype == torch::kFloat;
-    expect_prep_close(name, run_prep(in, up, false), run_prep(in, up, true), f32 ? 1e-4 : 2e-2, f32 ? 1e-4 : 5e-2);
+    expect_prep_close(name, run_prep(in, up, false), run_prep(in, up, true), f32 ? 1e-4 : 2e-2, f32 ? 1e-4 : 5e-2,
+                      dtype);
   }
 }
 
@@ -129,12 +132,12 @@ TEST_CASE("the gated_delta prep kernel: the layer's strided fp32 q, k with bf16 
       r.push_back(t);
     return r;
   };
-  expect_prep_close("strided fp32", run_prep(in, up, false), strided(torch::kFloat), 1e-4, 1e-4);
+  expect_prep_close("strided fp32", run_prep(in, up, false), strided(torch::kFloat), 1e-4, 1e-4, torch::kFloat);
   // fp32 q, k and bf16 v: bf16 operands; the reference reads the same bf16 v.
   auto ref_in = in;
   ref_in.v = in.v.to(torch::kBFloat16);
   const auto mixed = strided(torch::kBFloat16);
-  expect_prep_close("fp32 q k, bf16 v", run_prep(ref_in, up, false), mixed, 2e-2, 5e-2);
+  expect_prep_close("fp32 q k, bf16 v", run_prep(ref_in, up, false), mixed, 2e-2, 5e-2, torch::kBFloat16);
   // One block owns each (batch, chunk, head) tile of every gradient: two runs agree bit for bit.
   const auto again = strided(torch::kBFloat16);
   for (size_t i = 0; i < mixed.size(); ++i) {
