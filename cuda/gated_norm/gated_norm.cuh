@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "cuda/common/dispatch.h"
+#include "cuda/common/reduce.cuh"
 #include "cuda/common/vec.cuh"
 #include "cuda/common/sigmoid.cuh"
 
@@ -16,6 +17,24 @@ namespace elman::cuda::gated_norm {
 
 constexpr int kMaxWarps = 8;
 constexpr int kMaxC = 12288;  // the backward's per-warp dw rows fill at most 48 KB of shared memory
+// Long rows (Mamba2's d_inner 1792) run one block per row instead: kRowE consecutive values per thread, C / kRowE
+// threads (rounded up to whole warps), for kRowMinC <= C <= kRowMaxC with C % kRowE == 0 (the row kernels).
+constexpr int kRowE = 8;
+constexpr int kRowMinC = 1024;
+constexpr int kRowMaxC = 1024 * kRowE;
+
+// Block-wide sum of one float per thread in a fixed order (deterministic), for the row kernels; every thread
+// gets the result. red: 32 floats of shared memory; contains two __syncthreads().
+__device__ __forceinline__ float row_sum(float x, float* red) {
+  x = warp_sum(x);
+  const int warps = (blockDim.x + 31) >> 5;
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+  __syncthreads();
+  float s = 0.f;
+  for (int w = 0; w < warps; ++w) s += red[w];
+  __syncthreads();
+  return s;
+}
 
 // Where a row of a strided [..., C] tensor starts: its leading dims collapsed to (at most) an outer and an inner
 // level, offset(row) = (row / inner) s_outer + (row % inner) s_inner (elements). GatedDeltaNet's gate, a narrow
@@ -72,6 +91,18 @@ inline at::Tensor with_rows(const at::Tensor& t, Rows& r) {
   auto c = t.contiguous();
   row_layout(c, r);
   return c;
+}
+
+// Host: whether the row kernels take rows of C values at ptr + r.offset(row) (element size es).
+inline bool row_kernel_fits(const void* ptr, int64_t es, const Rows& r, int64_t C) {
+  return C >= kRowMinC && C <= kRowMaxC && C % kRowE == 0 && reinterpret_cast<uintptr_t>(ptr) % (kRowE * es) == 0 &&
+         r.s_outer % kRowE == 0 && r.s_inner % kRowE == 0;
+}
+
+// Host: the grid of a row kernel (one block per row at a time, rows strided over the grid): every row once, at
+// most `per_sm` blocks per SM.
+inline int row_grid(int64_t rows, int per_sm, int sms) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rows, static_cast<int64_t>(per_sm) * sms)));
 }
 
 // Host: whether rows of C values at ptr + offset(row) allow V-element accesses.

@@ -5,7 +5,8 @@
  *   NormThenGate: du = rstd w gn s - y rstd^3 dot / C;  dy = du;    dz = gn y rstd w s'
  *   dw = sum over rows of gn y s rstd
  *
- * One warp per row as the forward: pass 1 reduces dot, pass 2 writes dy and dz. Each warp adds its dw terms to
+ * One warp per row as the forward: pass 1 reduces dot, pass 2 writes dy and dz (long rows: the row kernel, one
+ * block per row with the row in registers, as the forward; its threads keep their columns' dw in registers). Each warp adds its dw terms to
  * its own row of shared memory (a lane always owns the same columns, so no atomics); at the end the block sums its
  * warps' rows in warp order into one partial per block, part [gridDim.x, C], which the launcher sums over dim 0:
  * deterministic. Warps per block: as many as fit 48 KB of rows (8 for C <= 1536, 1 for C up to 12288).
@@ -81,6 +82,55 @@ __global__ void __launch_bounds__(gated_norm::kMaxWarps * 32) gated_norm_bwd_ker
     p.part[static_cast<int64_t>(blockIdx.x) * p.C + c] = sum;
   }
 }
+
+// Long rows: one block per row (rows strided over the grid) as the forward's row kernel; y, z and gn read once into
+// registers, dot reduced over the block, dy and dz written; each thread adds its columns' dw terms in registers
+// over the rows it visits and writes them as the block's partial (the same fixed order on every run).
+template <typename Y, typename Z, typename O>
+__global__ void __launch_bounds__(gated_norm::kRowMaxC / gated_norm::kRowE) gated_norm_bwd_row_kernel(const Params<Y, Z, O> p) {
+  constexpr int E = gated_norm::kRowE;
+  __shared__ float red[32];
+  const int c = threadIdx.x * E;
+  const bool mine = c < p.C;
+  float wv[E], dw[E];
+#pragma unroll
+  for (int j = 0; j < E; ++j) dw[j] = 0.f;
+  if (mine) load<E>(p.w + c, wv);
+  for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+    float yv[E], sv[E], dsv[E], g[E];
+    float dot = 0.f;
+    if (mine) {
+      load<E>(p.y + p.ry.offset(row) + c, yv);
+      load<E>(p.z + p.rz.offset(row) + c, sv);
+      load<E>(p.gn + row * p.C + c, g);
+#pragma unroll
+      for (int j = 0; j < E; ++j) {
+        const float z = sv[j], sg = sigmoid(z);
+        sv[j] = z * sg, dsv[j] = sg * (1.f + z * (1.f - sg));
+        dot = fmaf(wv[j] * g[j], yv[j] * sv[j], dot);
+      }
+    }
+    const float rs = p.rstd[row];
+    const float coef = gated_norm::row_sum(dot, red) * rs * rs * rs / p.C;
+    if (!mine) continue;
+    float dyv[E], dzv[E];
+#pragma unroll
+    for (int j = 0; j < E; ++j) {
+      if (p.gate_first) {
+        const float du = rs * wv[j] * g[j] - yv[j] * sv[j] * coef;
+        dyv[j] = du * sv[j];
+        dzv[j] = du * yv[j] * dsv[j];
+      } else {
+        dyv[j] = rs * wv[j] * g[j] * sv[j] - yv[j] * coef;
+        dzv[j] = g[j] * yv[j] * rs * wv[j] * dsv[j];
+      }
+      dw[j] = fmaf(g[j] * yv[j], sv[j] * rs, dw[j]);
+    }
+    store<E>(p.dy + row * p.C + c, dyv);
+    store<E>(p.dz + row * p.C + c, dzv);
+  }
+  if (mine) store<E>(p.part + static_cast<int64_t>(blockIdx.x) * p.C + c, dw);
+}
 }  // namespace
 
 std::vector<at::Tensor> gated_norm_bwd(const at::Tensor& y_in, const at::Tensor& z_in, const at::Tensor& w_in,
@@ -98,9 +148,13 @@ std::vector<at::Tensor> gated_norm_bwd(const at::Tensor& y_in, const at::Tensor&
   const bool vec4 = gated_norm::rows_fit(y.data_ptr(), y.element_size(), ry, C, 4) &&
                     gated_norm::rows_fit(z.data_ptr(), z.element_size(), rz, C, 4) &&
                     aligned16({gn.data_ptr(), dy.data_ptr(), dz.data_ptr(), w.data_ptr()});
+  const bool row_kernel = gated_norm::row_kernel_fits(y.data_ptr(), y.element_size(), ry, C) &&
+                          gated_norm::row_kernel_fits(z.data_ptr(), z.element_size(), rz, C) &&
+                          aligned16({gn.data_ptr(), dy.data_ptr(), dz.data_ptr()});
   const int warps = static_cast<int>(std::clamp<int64_t>(gated_norm::kMaxC / C, 1, gated_norm::kMaxWarps));
+  const int threads = static_cast<int>((C / gated_norm::kRowE + 31) / 32 * 32);  // the row kernel's
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const int grid = gated_norm::grid_for(rows, warps, sms);
+  const int grid = row_kernel ? gated_norm::row_grid(rows, 2048 / threads, sms) : gated_norm::grid_for(rows, warps, sms);
   auto part = ops::empty_output({grid, C}, y.options().dtype(at::kFloat));
   const size_t smem = static_cast<size_t>(warps) * C * sizeof(float);
   gated_norm::dispatch_types(y.scalar_type(), z.scalar_type(), out_dtype, [&](auto yt, auto zt, auto ot) {
@@ -113,7 +167,8 @@ std::vector<at::Tensor> gated_norm_bwd(const at::Tensor& y_in, const at::Tensor&
     p.part = part.data_ptr<float>();
     p.rows = rows, p.C = static_cast<int>(C), p.gate_first = gate_first;
     auto stream = at::cuda::getCurrentCUDAStream();
-    if (vec4) gated_norm_bwd_kernel<Y, Z, O, 4><<<grid, warps * 32, smem, stream>>>(p);
+    if (row_kernel) gated_norm_bwd_row_kernel<Y, Z, O><<<grid, threads, 0, stream>>>(p);
+    else if (vec4) gated_norm_bwd_kernel<Y, Z, O, 4><<<grid, warps * 32, smem, stream>>>(p);
     else gated_norm_bwd_kernel<Y, Z, O, 1><<<grid, warps * 32, smem, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

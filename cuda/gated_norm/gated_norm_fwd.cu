@@ -5,7 +5,8 @@
  *
  * Both write n = y s rstd w; only the sum of squares differs. One warp per row (gated_norm.cuh): pass 1 reads y
  * and z and reduces the row's sum of squares, pass 2 re-reads them (L1/L2) and writes n. V = 4 values per access
- * where C and every row start allow it.
+ * where C and every row start allow it. Long rows (kRowMinC..kRowMaxC, Mamba2's 1792) run the row kernel
+ * instead: one block per row, 8 values per thread held in registers, one pass over memory.
  * Saved for backward (by ops/gated_norm): y, z, w and rstd [rows].
  * Numerics: fp32 math; y, z, n in float32 or bfloat16, n rounded once.
  */
@@ -55,6 +56,39 @@ __global__ void __launch_bounds__(gated_norm::kMaxWarps * 32) gated_norm_fwd_ker
     }
   }
 }
+
+// Long rows: one block per row (rows strided over the grid), thread t owns the kRowE values from t kRowE; the row
+// is read once into registers, its sum of squares reduced over the block, n written from the registers.
+template <typename Y, typename Z, typename O>
+__global__ void __launch_bounds__(gated_norm::kRowMaxC / gated_norm::kRowE) gated_norm_fwd_row_kernel(const Params<Y, Z, O> p) {
+  constexpr int E = gated_norm::kRowE;
+  __shared__ float red[32];
+  const int c = threadIdx.x * E;
+  const bool mine = c < p.C;
+  float wv[E];
+  if (mine) load<E>(p.w + c, wv);
+  for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+    float yv[E], zv[E];
+    float ss = 0.f;
+    if (mine) {
+      load<E>(p.y + p.ry.offset(row) + c, yv);
+      load<E>(p.z + p.rz.offset(row) + c, zv);
+#pragma unroll
+      for (int j = 0; j < E; ++j) {
+        zv[j] *= sigmoid(zv[j]);  // s = silu(z)
+        const float u = p.gate_first ? yv[j] * zv[j] : yv[j];
+        ss = fmaf(u, u, ss);
+      }
+    }
+    const float rs = rsqrtf(gated_norm::row_sum(ss, red) / p.C + p.eps);
+    if (threadIdx.x == 0) p.rstd[row] = rs;
+    if (mine) {
+#pragma unroll
+      for (int j = 0; j < E; ++j) yv[j] = yv[j] * zv[j] * rs * wv[j];
+      store<E>(p.n + row * p.C + c, yv);
+    }
+  }
+}
 }  // namespace
 
 std::vector<at::Tensor> gated_norm_fwd(const at::Tensor& y_in, const at::Tensor& z_in, const at::Tensor& w_in,
@@ -72,6 +106,8 @@ std::vector<at::Tensor> gated_norm_fwd(const at::Tensor& y_in, const at::Tensor&
   const bool vec4 = gated_norm::rows_fit(y.data_ptr(), y.element_size(), ry, C, 4) &&
                     gated_norm::rows_fit(z.data_ptr(), z.element_size(), rz, C, 4) &&
                     aligned16({n.data_ptr(), w.data_ptr()});
+  const bool row_kernel = gated_norm::row_kernel_fits(y.data_ptr(), y.element_size(), ry, C) &&
+                          gated_norm::row_kernel_fits(z.data_ptr(), z.element_size(), rz, C);
   const int warps = gated_norm::kMaxWarps;
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int grid = gated_norm::grid_for(rows, warps, sms);
@@ -84,7 +120,10 @@ std::vector<at::Tensor> gated_norm_fwd(const at::Tensor& y_in, const at::Tensor&
     p.rstd = rstd.data_ptr<float>(), p.n = n.data_ptr<O>();
     p.rows = rows, p.C = static_cast<int>(C), p.eps = static_cast<float>(eps), p.gate_first = gate_first;
     auto stream = at::cuda::getCurrentCUDAStream();
-    if (vec4) gated_norm_fwd_kernel<Y, Z, O, 4><<<grid, warps * 32, 0, stream>>>(p);
+    if (row_kernel) {
+      const int threads = static_cast<int>((C / gated_norm::kRowE + 31) / 32 * 32);
+      gated_norm_fwd_row_kernel<Y, Z, O><<<gated_norm::row_grid(rows, 2048 / threads, sms), threads, 0, stream>>>(p);
+    } else if (vec4) gated_norm_fwd_kernel<Y, Z, O, 4><<<grid, warps * 32, 0, stream>>>(p);
     else gated_norm_fwd_kernel<Y, Z, O, 1><<<grid, warps * 32, 0, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -125,12 +125,16 @@ TEST_CASE("gated_rms_norm kernel matches the reference: forward and every gradie
     int64_t C, offset, zwidth;  // z = narrow(offset) of a [.., zwidth] projection, viewed per head (zwidth 0: none)
   };
   // Mamba2-like rows [B,T,C]: odd T with B paired, C not a multiple of 4 or of 32, the 100M d_inner 1792 and 2048,
-  // a long row (fewer warps per block in the backward); GatedDeltaNet-like per-head rows [B,T,H,dv] of a gate
+  // rows of 516 and 1000 (one warp per row) and of 1032 (the row kernel with a partly idle last warp), a long row
+  // (beyond the row kernel; fewer warps per block in the backward); GatedDeltaNet-like per-head rows [B,T,H,dv] of a gate
   // narrowed out of the projection (H 6, dv 256: the 100M layout, 4620 wide at 3072; and a misaligned small one).
   const auto c = GENERATE(values<Case>({{{1, 1}, 67, 0, 0},
                                         {{3, 3}, 130, 0, 0},
                                         {{1, 63}, 1792, 0, 0},
                                         {{3, 257}, 2048, 0, 0},
+                                        {{1, 9}, 516, 0, 0},
+                                        {{2, 33}, 1000, 0, 0},
+                                        {{2, 17}, 1032, 0, 0},
                                         {{2, 5}, 12288, 0, 0},
                                         {{3, 63, 6}, 256, 3072, 4620},
                                         {{1, 257, 3}, 20, 1, 63}}));
@@ -172,17 +176,20 @@ TEST_CASE("gated_rms_norm kernel: deterministic dw, non-contiguous y and gn, row
           "[gated_norm][gpu]") {
   REQUIRE(torch::cuda::is_available());
   torch::manual_seed(5);
-  auto in = make_inputs({4, 257, 6}, 256, torch::kBFloat16, torch::kBFloat16, torch::kCUDA, 3072, 4620);
-  for (auto order : {GateOrder::GateThenNorm, GateOrder::NormThenGate}) {
-    auto a = run(in, order, torch::kBFloat16, ops::Impl::Kernel);
-    auto b = run(in, order, torch::kBFloat16, ops::Impl::Kernel);
-    for (size_t i = 0; i < a.size(); ++i) {
-      INFO(order_name(order) << " " << kNames[i]);
-      CHECK(torch::equal(a[i], b[i]));
+  // GatedDeltaNet's per-head rows (one warp per row) and Mamba2's 1792 (the row kernel).
+  for (auto in : {make_inputs({4, 257, 6}, 256, torch::kBFloat16, torch::kBFloat16, torch::kCUDA, 3072, 4620),
+                  make_inputs({8, 257}, 1792, torch::kBFloat16, torch::kBFloat16, torch::kCUDA)}) {
+    for (auto order : {GateOrder::GateThenNorm, GateOrder::NormThenGate}) {
+      auto a = run(in, order, torch::kBFloat16, ops::Impl::Kernel);
+      auto b = run(in, order, torch::kBFloat16, ops::Impl::Kernel);
+      for (size_t i = 0; i < a.size(); ++i) {
+        INFO(order_name(order) << " C " << in.y.size(-1) << " " << kNames[i]);
+        CHECK(torch::equal(a[i], b[i]));
+      }
     }
   }
+  auto in = make_inputs({3, 5, 4}, 64, torch::kFloat, torch::kFloat, torch::kCUDA);
   // y whose leading dims do not collapse to two strides (the launcher copies it), gn transposed.
-  in = make_inputs({3, 5, 4}, 64, torch::kFloat, torch::kFloat, torch::kCUDA);
   // A leaf copy keeps these strides (a permutation of a dense tensor is dense).
   in.y = torch::randn({4, 5, 3, 64}, in.y.options()).permute({2, 1, 0, 3});
   in.gn = in.gn.transpose(0, 1).contiguous().transpose(0, 1);
