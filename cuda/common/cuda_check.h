@@ -3,9 +3,12 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 
-#define ELMAN_CHECK_CUDA_TENSOR(x) \
-  TORCH_CHECK((x).is_cuda(), #x " must be a CUDA tensor"); \
-  TORCH_CHECK((x).is_contiguous(), #x " must be contiguous")
+// One statement (safe under an unbraced if: as two, `if (c) ELMAN_CHECK_CUDA_TENSOR(t);` checked contiguity always).
+#define ELMAN_CHECK_CUDA_TENSOR(x)                                 \
+  do {                                                              \
+    TORCH_CHECK((x).is_cuda(), #x " must be a CUDA tensor");        \
+    TORCH_CHECK((x).is_contiguous(), #x " must be contiguous");     \
+  } while (0)
 
 #define ELMAN_CHECK_FLOAT_DTYPE(x)                                                               \
   TORCH_CHECK((x).scalar_type() == at::kFloat || (x).scalar_type() == at::kBFloat16, #x " must " \
