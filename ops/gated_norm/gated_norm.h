@@ -16,7 +16,8 @@ namespace elman::ops {
 //      leading dims collapse to at most two strides, such as a narrow of a projection viewed per head, in place).
 //   w  [C] (any float dtype, used in fp32);  eps (the layers use 1e-5);
 //   out_dtype  n's dtype: the layers pass the autocast dtype under autocast, so out_proj reads n without a cast.
-//   impl  Impl::Kernel runs our CUDA kernels (cuda/gated_norm: one warp per row, fp32 math, C <= 12288);
+//   impl  Impl::Kernel runs our CUDA kernels (cuda/gated_norm: one warp per row, or one block per row for rows of
+//         1024-8192; fp32 math, C <= 12288);
 //         Impl::Reference runs gated_rms_norm_reference. There is no chunked variant: Impl::Chunked throws.
 // Returns n [..., C] (contiguous from the kernel) in out_dtype, differentiable with respect to y, z and w (the
 // kernel's gradients in each input's dtype; dw summed over the rows in a fixed order, deterministic).
