@@ -18,4 +18,18 @@ __device__ __forceinline__ T warp_sum(T x) {
   return group_sum<32>(x);
 }
 
+// The sum of x over the block (one float per thread, a fixed order: deterministic), returned to every thread. red:
+// one float of shared memory per warp, free before the call; contains two __syncthreads(), so every thread of the
+// block must call it.
+__device__ __forceinline__ float block_sum(float x, float* red) {
+  x = warp_sum(x);
+  const int warps = (blockDim.x + 31) >> 5;
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+  __syncthreads();
+  float s = 0.f;
+  for (int w = 0; w < warps; ++w) s += red[w];
+  __syncthreads();
+  return s;
+}
+
 }  // namespace elman::cuda

@@ -215,19 +215,6 @@ __device__ __forceinline__ void to_op(T* dst, int ldd, const float* src, int lds
   }
 }
 
-// Deterministic block sum of one float per thread (fixed order); every thread gets the result. red: kWarps
-// floats of shared memory, free before the call; contains two __syncthreads().
-__device__ __forceinline__ float block_sum(float x, float* red) {
-  x = warp_sum(x);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
-  __syncthreads();
-  float s = 0.f;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) s += red[w];
-  __syncthreads();
-  return s;
-}
-
 // Launches a state-pass kernel (forward or backward): one block of kThreads per (batch, head, V tile of
 // Geo<T>::VT columns), with `smem` bytes of dynamic shared memory (opted in above the 48 KB default).
 template <typename T, template <typename> class Params>

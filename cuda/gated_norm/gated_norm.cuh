@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 
 #include "cuda/common/dispatch.h"
 #include "cuda/common/reduce.cuh"
@@ -22,19 +23,6 @@ constexpr int kMaxC = 12288;  // the backward's per-warp dw rows fill at most 48
 constexpr int kRowE = 8;
 constexpr int kRowMinC = 1024;
 constexpr int kRowMaxC = 1024 * kRowE;
-
-// Block-wide sum of one float per thread in a fixed order (deterministic), for the row kernels; every thread
-// gets the result. red: 32 floats of shared memory; contains two __syncthreads().
-__device__ __forceinline__ float row_sum(float x, float* red) {
-  x = warp_sum(x);
-  const int warps = (blockDim.x + 31) >> 5;
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
-  __syncthreads();
-  float s = 0.f;
-  for (int w = 0; w < warps; ++w) s += red[w];
-  __syncthreads();
-  return s;
-}
 
 // Where a row of a strided [..., C] tensor starts: its leading dims collapsed to (at most) an outer and an inner
 // level, offset(row) = (row / inner) s_outer + (row % inner) s_inner (elements). GatedDeltaNet's gate, a narrow
@@ -93,21 +81,33 @@ inline at::Tensor with_rows(const at::Tensor& t, Rows& r) {
   return c;
 }
 
-// Host: whether the row kernels take rows of C values at ptr + r.offset(row) (element size es).
-inline bool row_kernel_fits(const void* ptr, int64_t es, const Rows& r, int64_t C) {
-  return C >= kRowMinC && C <= kRowMaxC && C % kRowE == 0 && reinterpret_cast<uintptr_t>(ptr) % (kRowE * es) == 0 &&
-         r.s_outer % kRowE == 0 && r.s_inner % kRowE == 0;
-}
-
-// Host: the grid of a row kernel (one block per row at a time, rows strided over the grid): every row once, at
-// most `per_sm` blocks per SM.
-inline int row_grid(int64_t rows, int per_sm, int sms) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rows, static_cast<int64_t>(per_sm) * sms)));
-}
-
 // Host: whether rows of C values at ptr + offset(row) allow V-element accesses.
 inline bool rows_fit(const void* ptr, int64_t es, const Rows& r, int64_t C, int V) {
   return C % V == 0 && reinterpret_cast<uintptr_t>(ptr) % (V * es) == 0 && r.s_outer % V == 0 && r.s_inner % V == 0;
+}
+
+// Host: whether the row kernels take rows of C values at ptr + r.offset(row) (element size es): C in their range,
+// rows and ptr aligned for kRowE-value accesses.
+inline bool row_kernel_fits(const void* ptr, int64_t es, const Rows& r, int64_t C) {
+  return C >= kRowMinC && C <= kRowMaxC && rows_fit(ptr, es, r, C, kRowE);
+}
+
+// Host: whether each of the row kernels' contiguous operands (n, gn, dy, dz, w) starts aligned for kRowE-value
+// accesses in its own dtype.
+inline bool row_operands_fit(std::initializer_list<const at::Tensor*> ts) {
+  for (const at::Tensor* t : ts)
+    if (reinterpret_cast<uintptr_t>(t->data_ptr()) % (kRowE * t->element_size()) != 0) return false;
+  return true;
+}
+
+// Host: threads per block of a row kernel: C / kRowE rounded up to whole warps.
+inline int row_threads(int64_t C) { return static_cast<int>((C / kRowE + 31) / 32 * 32); }
+
+// Host: the grid of a row kernel (one block per row at a time, rows strided over the grid): every row once, at
+// most as many blocks as fill the SMs' 2048 threads each.
+inline int row_grid(int64_t rows, int64_t C, int sms) {
+  const int64_t per_sm = 2048 / row_threads(C);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rows, per_sm * sms)));
 }
 
 // Host: calls f(Y{}, Z{}, O{}) with the C++ element types of y, z and out (float or c10::BFloat16).

@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(gated_norm::kRowMaxC / gated_norm::kRowE) gate
       }
     }
     const float rs = p.rstd[row];
-    const float coef = gated_norm::row_sum(dot, red) * rs * rs * rs / p.C;
+    const float coef = block_sum(dot, red) * rs * rs * rs / p.C;
     if (!mine) continue;
     float dyv[E], dzv[E];
 #pragma unroll
@@ -150,11 +150,10 @@ std::vector<at::Tensor> gated_norm_bwd(const at::Tensor& y_in, const at::Tensor&
                     aligned16({gn.data_ptr(), dy.data_ptr(), dz.data_ptr(), w.data_ptr()});
   const bool row_kernel = gated_norm::row_kernel_fits(y.data_ptr(), y.element_size(), ry, C) &&
                           gated_norm::row_kernel_fits(z.data_ptr(), z.element_size(), rz, C) &&
-                          aligned16({gn.data_ptr(), dy.data_ptr(), dz.data_ptr()});
+                          gated_norm::row_operands_fit({&gn, &dy, &dz, &w});
   const int warps = static_cast<int>(std::clamp<int64_t>(gated_norm::kMaxC / C, 1, gated_norm::kMaxWarps));
-  const int threads = static_cast<int>((C / gated_norm::kRowE + 31) / 32 * 32);  // the row kernel's
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const int grid = row_kernel ? gated_norm::row_grid(rows, 2048 / threads, sms) : gated_norm::grid_for(rows, warps, sms);
+  const int grid = row_kernel ? gated_norm::row_grid(rows, C, sms) : gated_norm::grid_for(rows, warps, sms);
   auto part = ops::empty_output({grid, C}, y.options().dtype(at::kFloat));
   const size_t smem = static_cast<size_t>(warps) * C * sizeof(float);
   gated_norm::dispatch_types(y.scalar_type(), z.scalar_type(), out_dtype, [&](auto yt, auto zt, auto ot) {
@@ -167,7 +166,7 @@ std::vector<at::Tensor> gated_norm_bwd(const at::Tensor& y_in, const at::Tensor&
     p.part = part.data_ptr<float>();
     p.rows = rows, p.C = static_cast<int>(C), p.gate_first = gate_first;
     auto stream = at::cuda::getCurrentCUDAStream();
-    if (row_kernel) gated_norm_bwd_row_kernel<Y, Z, O><<<grid, threads, 0, stream>>>(p);
+    if (row_kernel) gated_norm_bwd_row_kernel<Y, Z, O><<<grid, gated_norm::row_threads(C), 0, stream>>>(p);
     else if (vec4) gated_norm_bwd_kernel<Y, Z, O, 4><<<grid, warps * 32, smem, stream>>>(p);
     else gated_norm_bwd_kernel<Y, Z, O, 1><<<grid, warps * 32, smem, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(gated_norm::kRowMaxC / gated_norm::kRowE) gate
         ss = fmaf(u, u, ss);
       }
     }
-    const float rs = rsqrtf(gated_norm::row_sum(ss, red) / p.C + p.eps);
+    const float rs = rsqrtf(block_sum(ss, red) / p.C + p.eps);
     if (threadIdx.x == 0) p.rstd[row] = rs;
     if (mine) {
 #pragma unroll
@@ -107,7 +107,8 @@ std::vector<at::Tensor> gated_norm_fwd(const at::Tensor& y_in, const at::Tensor&
                     gated_norm::rows_fit(z.data_ptr(), z.element_size(), rz, C, 4) &&
                     aligned16({n.data_ptr(), w.data_ptr()});
   const bool row_kernel = gated_norm::row_kernel_fits(y.data_ptr(), y.element_size(), ry, C) &&
-                          gated_norm::row_kernel_fits(z.data_ptr(), z.element_size(), rz, C);
+                          gated_norm::row_kernel_fits(z.data_ptr(), z.element_size(), rz, C) &&
+                          gated_norm::row_operands_fit({&n, &w});
   const int warps = gated_norm::kMaxWarps;
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int grid = gated_norm::grid_for(rows, warps, sms);
@@ -121,8 +122,8 @@ std::vector<at::Tensor> gated_norm_fwd(const at::Tensor& y_in, const at::Tensor&
     p.rows = rows, p.C = static_cast<int>(C), p.eps = static_cast<float>(eps), p.gate_first = gate_first;
     auto stream = at::cuda::getCurrentCUDAStream();
     if (row_kernel) {
-      const int threads = static_cast<int>((C / gated_norm::kRowE + 31) / 32 * 32);
-      gated_norm_fwd_row_kernel<Y, Z, O><<<gated_norm::row_grid(rows, 2048 / threads, sms), threads, 0, stream>>>(p);
+      gated_norm_fwd_row_kernel<Y, Z, O>
+          <<<gated_norm::row_grid(rows, C, sms), gated_norm::row_threads(C), 0, stream>>>(p);
     } else if (vec4) gated_norm_fwd_kernel<Y, Z, O, 4><<<grid, warps * 32, 0, stream>>>(p);
     else gated_norm_fwd_kernel<Y, Z, O, 1><<<grid, warps * 32, 0, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
