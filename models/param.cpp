@@ -65,13 +65,13 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w) {
   return AutocastLinear::apply(x, w, dtype);
 }
 
-std::vector<torch::Tensor> split_linear(const torch::Tensor& x, const torch::Tensor& w, std::vector<int64_t> sizes) {
+ops::SlottedSplit split_linear(const torch::Tensor& x, const torch::Tensor& w, std::vector<int64_t> sizes) {
   const int64_t pad = (8 - w.size(0) % 8) % 8;
-  if (pad == 0) return models::linear(x, w).split_with_sizes(sizes, -1);
+  if (pad == 0) return ops::split_with_slots(models::linear(x, w), sizes);
   sizes.push_back(pad);
-  auto pieces = models::linear(x, torch::constant_pad_nd(w, {0, 0, 0, pad})).split_with_sizes(sizes, -1);
-  pieces.pop_back();
-  return pieces;
+  auto s = ops::split_with_slots(models::linear(x, torch::constant_pad_nd(w, {0, 0, 0, pad})), sizes);
+  s.pieces.pop_back(), s.slots.pop_back();
+  return s;
 }
 
 }  // namespace elman::models

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "ops/common/grad_sink.h"
+
 namespace elman::models {
 
 enum class Init { Xavier, Orthogonal, Normal002, Ones, Zeros, Constant, Uniform };
@@ -24,11 +26,12 @@ torch::Tensor make_param(torch::nn::Module& m, const std::string& name, torch::I
 // gradient. Without autocast it is torch::linear.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w);
 
-// linear(x, w) split along the last dim into `sizes` (which add up to w's rows), as views of one split,
-// whose backward writes the gradient once, by concatenation. When w's rows are not a multiple of 8, the weight is
+// linear(x, w) split along the last dim into `sizes` (which add up to w's rows), as views of one split with a
+// gradient slot per piece (ops/common/grad_sink.h): the ops that take their piece's slot write its gradient into
+// place, and the split's backward copies only the others (no concatenation of the whole). When w's rows are not a multiple of 8, the weight is
 // zero-padded to one, so the output's rows are 16-byte aligned: cuBLAS then runs its Hopper
 // GEMMs instead of the 2-element-aligned Ampere ones it picks for such widths (2-3x slower at Mamba2's and
 // GatedDeltaNet's in_proj widths); the pad columns are a last piece that is dropped.
-std::vector<torch::Tensor> split_linear(const torch::Tensor& x, const torch::Tensor& w, std::vector<int64_t> sizes);
+ops::SlottedSplit split_linear(const torch::Tensor& x, const torch::Tensor& w, std::vector<int64_t> sizes);
 
 }  // namespace elman::models

@@ -43,7 +43,8 @@ struct Params {
   O* n;            // forward: [rows, C] contiguous
   const O* gn;     // backward: [rows, C] contiguous
   Y* dy;           // backward: [rows, C] contiguous
-  Z* dz;           // backward: [rows, C] contiguous
+  Z* dz;           // backward: rows of C at dz + rdz.offset(row)
+  Rows rdz;
   float* part;     // backward: [gridDim.x, C] per-block sums of dw
   int64_t rows;
   int C;
@@ -92,7 +93,7 @@ inline bool row_kernel_fits(const void* ptr, int64_t es, const Rows& r, int64_t 
   return C >= kRowMinC && C <= kRowMaxC && rows_fit(ptr, es, r, C, kRowE);
 }
 
-// Host: whether each of the row kernels' contiguous operands (n, gn, dy, dz, w) starts aligned for kRowE-value
+// Host: whether each of the row kernels' contiguous operands (n, gn, dy, w) starts aligned for kRowE-value
 // accesses in its own dtype.
 inline bool row_operands_fit(std::initializer_list<const at::Tensor*> ts) {
   for (const at::Tensor* t : ts)

@@ -12,9 +12,12 @@ namespace elman::cuda {
 std::vector<at::Tensor> gated_norm_fwd(const at::Tensor& y, const at::Tensor& z, const at::Tensor& w, bool gate_first,
                                        double eps, at::ScalarType out_dtype);
 
-// y, z, w as given to gated_norm_fwd, its rstd and n's gradient gn (any strides and float dtype) ->
-// {dy (y's dtype), dz (z's dtype), both contiguous, dw [C] f32}.
+// y, z, w as given to gated_norm_fwd, its rstd, n's gradient gn (any strides and float dtype) and dz_into:
+// undefined, or a tensor of z's shape and dtype that dz is written into (in place when its rows collapse to two
+// levels of strides, else through a copy) ->
+// {dy (y's dtype, contiguous), dz (z's dtype: dz_into, else contiguous), dw [C] f32}.
 std::vector<at::Tensor> gated_norm_bwd(const at::Tensor& y, const at::Tensor& z, const at::Tensor& w,
-                                       const at::Tensor& rstd, const at::Tensor& gn, bool gate_first);
+                                       const at::Tensor& rstd, const at::Tensor& gn, bool gate_first,
+                                       const at::Tensor& dz_into);
 
 }  // namespace elman::cuda

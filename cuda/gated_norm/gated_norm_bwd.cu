@@ -10,6 +10,8 @@
  * its own row of shared memory (a lane always owns the same columns, so no atomics); at the end the block sums its
  * warps' rows in warp order into one partial per block, part [gridDim.x, C], which the launcher sums over dim 0:
  * deterministic. Warps per block: as many as fit 48 KB of rows (8 for C <= 1536, 1 for C up to 12288).
+ * dz is written through two-level row strides like z's: the layers pass the gate's columns of their projection's
+ * gradient (ops/common/grad_sink.h).
  * Numerics: fp32 math; dy, dz rounded once to y's and z's dtypes.
  */
 #include <ATen/cuda/CUDAContext.h>
@@ -71,7 +73,7 @@ __global__ void __launch_bounds__(gated_norm::kMaxWarps * 32) gated_norm_bwd_ker
         dw[c + j] = fmaf(g[j] * yv[j], s * rs, dw[c + j]);
       }
       store<V>(p.dy + row * p.C + c, dyv);
-      store<V>(p.dz + row * p.C + c, dzv);
+      store<V>(p.dz + p.rdz.offset(row) + c, dzv);
     }
   }
   __syncthreads();
@@ -127,30 +129,39 @@ __global__ void __launch_bounds__(gated_norm::kRowMaxC / gated_norm::kRowE) gate
       dw[j] = fmaf(g[j] * yv[j], sv[j] * rs, dw[j]);
     }
     store<E>(p.dy + row * p.C + c, dyv);
-    store<E>(p.dz + row * p.C + c, dzv);
+    store<E>(p.dz + p.rdz.offset(row) + c, dzv);
   }
   if (mine) store<E>(p.part + static_cast<int64_t>(blockIdx.x) * p.C + c, dw);
 }
 }  // namespace
 
 std::vector<at::Tensor> gated_norm_bwd(const at::Tensor& y_in, const at::Tensor& z_in, const at::Tensor& w_in,
-                                       const at::Tensor& rstd, const at::Tensor& gn_in, bool gate_first) {
+                                       const at::Tensor& rstd, const at::Tensor& gn_in, bool gate_first,
+                                       const at::Tensor& dz_into) {
   const c10::cuda::CUDAGuard guard(y_in.device());
   const int64_t C = y_in.size(-1), rows = y_in.numel() / C;
-  gated_norm::Rows ry, rz;
+  gated_norm::Rows ry, rz, rdz;
   const auto y = gated_norm::with_rows(y_in, ry), z = gated_norm::with_rows(z_in, rz);
   auto w = w_in.to(at::kFloat).contiguous();
   const auto out_dtype = gn_in.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat;
   auto gn = gn_in.to(out_dtype).contiguous();
   auto dy = ops::empty_output(y.sizes(), y.options());
-  auto dz = ops::empty_output(z.sizes(), z.options());
-  if (rows == 0) return {dy, dz, at::zeros({C}, y.options().dtype(at::kFloat))};
+  TORCH_CHECK(!dz_into.defined() || (dz_into.sizes() == z.sizes() && dz_into.scalar_type() == z.scalar_type() &&
+                                      dz_into.device() == z.device()),
+              "gated_norm_bwd: dz_into must have z's shape, dtype and device");
+  // dz goes straight into dz_into when the kernels can index its rows, else through a copy.
+  const bool in_place = dz_into.defined() && gated_norm::row_layout(dz_into, rdz);
+  auto dz = in_place ? dz_into : ops::empty_output(z.sizes(), z.options());
+  if (!in_place) gated_norm::row_layout(dz, rdz);
+  if (rows == 0) return {dy, dz_into.defined() ? dz_into : dz, at::zeros({C}, y.options().dtype(at::kFloat))};
   const bool vec4 = gated_norm::rows_fit(y.data_ptr(), y.element_size(), ry, C, 4) &&
                     gated_norm::rows_fit(z.data_ptr(), z.element_size(), rz, C, 4) &&
-                    aligned16({gn.data_ptr(), dy.data_ptr(), dz.data_ptr(), w.data_ptr()});
+                    gated_norm::rows_fit(dz.data_ptr(), dz.element_size(), rdz, C, 4) &&
+                    aligned16({gn.data_ptr(), dy.data_ptr(), w.data_ptr()});
   const bool row_kernel = gated_norm::row_kernel_fits(y.data_ptr(), y.element_size(), ry, C) &&
                           gated_norm::row_kernel_fits(z.data_ptr(), z.element_size(), rz, C) &&
-                          gated_norm::row_operands_fit({&gn, &dy, &dz, &w});
+                          gated_norm::row_kernel_fits(dz.data_ptr(), dz.element_size(), rdz, C) &&
+                          gated_norm::row_operands_fit({&gn, &dy, &w});
   const int warps = static_cast<int>(std::clamp<int64_t>(gated_norm::kMaxC / C, 1, gated_norm::kMaxWarps));
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int grid = row_kernel ? gated_norm::row_grid(rows, C, sms) : gated_norm::grid_for(rows, warps, sms);
@@ -163,6 +174,7 @@ std::vector<at::Tensor> gated_norm_bwd(const at::Tensor& y_in, const at::Tensor&
     Params<Y, Z, O> p{};
     p.y = y.data_ptr<Y>(), p.ry = ry, p.z = z.data_ptr<Z>(), p.rz = rz, p.w = w.data_ptr<float>();
     p.rstd = rstd.data_ptr<float>(), p.gn = gn.data_ptr<O>(), p.dy = dy.data_ptr<Y>(), p.dz = dz.data_ptr<Z>();
+    p.rdz = rdz;
     p.part = part.data_ptr<float>();
     p.rows = rows, p.C = static_cast<int>(C), p.gate_first = gate_first;
     auto stream = at::cuda::getCurrentCUDAStream();
@@ -171,6 +183,7 @@ std::vector<at::Tensor> gated_norm_bwd(const at::Tensor& y_in, const at::Tensor&
     else gated_norm_bwd_kernel<Y, Z, O, 1><<<grid, warps * 32, smem, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  if (dz_into.defined() && !in_place) dz = dz_into.copy_(dz);
   return {dy, dz, part.sum(0)};
 }
 

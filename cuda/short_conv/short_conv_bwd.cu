@@ -5,6 +5,8 @@
  *   dw[c,i] = sum_{b,t} ga[b,t,c] x[b,t-W+1+i,c]
  *   dbias   = sum_{b,t} ga[b,t,c]
  *
+ * y's gradient arrives as its pieces (short_conv.cuh's Pieces), each read where it is; dx is written through its
+ * batch and step strides (the layers pass the columns of their projection's gradient, see ops/common/grad_sink.h).
  * Thread layout as the forward (short_conv.cuh). A thread walks its run's steps t0 .. t0+kRun-1 and W-1 more
  * (whose ga it recomputes from x and gy, the halo its dx needs), keeping the last W inputs and the last W values
  * of ga in registers, and writes dx[t-W+1] once ga[t] is known. Its dw and dbias over its own kRun steps stay in
@@ -40,10 +42,9 @@ __global__ void __launch_bounds__(kThreads) short_conv_bwd_kernel(const Params<s
   if (c0 < p.C && t0 < p.T) {
     float w[W][V], bias[V];
     load_taps<V, W>(p, c0, w, bias);
-    const int64_t row = static_cast<int64_t>(blockIdx.z) * p.T;
     const scalar_t* x = p.x + blockIdx.z * p.x_sb + c0;
-    const scalar_t* gy = p.gy + row * p.C + c0;
-    scalar_t* dx = p.dx + row * p.C + c0;
+    const auto gy = piece_row(p.gy, blockIdx.z, c0);  // null: this piece has no gradient (zeros)
+    scalar_t* dx = p.dx + blockIdx.z * p.dx_sb + c0;
     float win[W][V], gq[W][V];  // x and ga at t-W+1 .. t
 #pragma unroll
     for (int i = 0; i < W; ++i) {
@@ -64,7 +65,12 @@ __global__ void __launch_bounds__(kThreads) short_conv_bwd_kernel(const Params<s
       if (t < p.T) {
         load<V>(x + t * p.x_st, win[W - 1]);
         float g[V], a[V];
-        load<V>(gy + static_cast<int64_t>(t) * p.C, g);
+        if (gy.at != nullptr) {
+          load<V>(gy.at + t * gy.st, g);
+        } else {
+#pragma unroll
+          for (int j = 0; j < V; ++j) g[j] = 0.f;
+        }
         conv<V, W>(w, bias, win, a);
 #pragma unroll
         for (int j = 0; j < V; ++j) {
@@ -96,7 +102,7 @@ __global__ void __launch_bounds__(kThreads) short_conv_bwd_kernel(const Params<s
 #pragma unroll
           for (int i = 0; i < W; ++i) d[j] = fmaf(w[i][j], gq[W - 1 - i][j], d[j]);
         }
-        store<V>(dx + static_cast<int64_t>(s) * p.C, d);
+        store<V>(dx + s * p.dx_st, d);
       }
     }
   }
@@ -122,15 +128,38 @@ __global__ void __launch_bounds__(kThreads) short_conv_bwd_kernel(const Params<s
 }  // namespace
 
 std::vector<at::Tensor> short_conv_bwd(const at::Tensor& x, const at::Tensor& w_in, const at::Tensor& bias_in,
-                                       const at::Tensor& gy_in, bool silu) {
+                                       const std::vector<at::Tensor>& gys, const std::vector<int64_t>& sizes, bool silu,
+                                       const at::Tensor& dx_into) {
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), W = w_in.size(2);
+  short_conv::check_sizes(sizes, C);
+  TORCH_CHECK(gys.size() == sizes.size(), "short_conv_bwd: one gradient per piece");
   auto w = w_in.to(at::kFloat).contiguous();
   auto bias = bias_in.defined() ? bias_in.to(at::kFloat).contiguous() : at::Tensor();
-  auto gy = gy_in.to(x.scalar_type()).contiguous();
-  auto dx = ops::empty_output({B, T, C}, x.options());
-  const int V = short_conv::vec_width(C, x.element_size(), {x.data_ptr(), gy.data_ptr(), dx.data_ptr()},
-                                      {x.stride(0), x.stride(1)});
+  std::vector<at::Tensor> gy(gys.size());
+  std::vector<const void*> ptrs{x.data_ptr()};
+  std::vector<int64_t> counts{C, x.stride(0), x.stride(1)};
+  for (size_t i = 0; i < gys.size(); ++i) {
+    counts.push_back(sizes[i]);  // every piece holds whole vectors
+    if (!gys[i].defined()) continue;
+    TORCH_CHECK(gys[i].sizes() == at::IntArrayRef({B, T, sizes[i]}), "short_conv_bwd: piece ", i, "'s gradient is ",
+                gys[i].sizes(), ", expected [", B, ",", T, ",", sizes[i], "]");
+    gy[i] = gys[i].to(x.scalar_type());
+    if (gy[i].stride(2) != 1 && sizes[i] > 1) gy[i] = gy[i].contiguous();  // channels adjacent
+    ptrs.push_back(gy[i].data_ptr());
+    counts.insert(counts.end(), {gy[i].stride(0), gy[i].stride(1)});
+  }
+  auto dx = dx_into;
+  if (dx.defined()) {
+    TORCH_CHECK(dx.is_cuda() && dx.scalar_type() == x.scalar_type() && dx.sizes() == x.sizes() &&
+                    (dx.stride(2) == 1 || C == 1),
+                "short_conv_bwd: dx must be [B,T,C] in x's dtype with C's stride 1");
+  } else {
+    dx = ops::empty_output({B, T, C}, x.options());
+  }
+  ptrs.push_back(dx.data_ptr());
+  counts.insert(counts.end(), {dx.stride(0), dx.stride(1)});
+  const int V = short_conv::vec_width(x.element_size(), ptrs, counts);
   const int64_t t_blocks = blocks_for(T, short_conv::kRuns * short_conv::kRun);
   auto part = ops::empty_output({B * t_blocks, W + 1, C}, x.options().dtype(at::kFloat));
   with_type(x.scalar_type(), [&](auto tt) {
@@ -138,7 +167,8 @@ std::vector<at::Tensor> short_conv_bwd(const at::Tensor& x, const at::Tensor& w_
     short_conv::Params<T_> p{};
     p.x = x.data_ptr<T_>(), p.x_sb = x.stride(0), p.x_st = x.stride(1);
     p.w = w.data_ptr<float>(), p.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
-    p.gy = gy.data_ptr<T_>(), p.dx = dx.data_ptr<T_>(), p.part = part.data_ptr<float>();
+    p.gy = short_conv::pieces_of<const T_>(gy, sizes);
+    p.dx = dx.data_ptr<T_>(), p.dx_sb = dx.stride(0), p.dx_st = dx.stride(1), p.part = part.data_ptr<float>();
     p.B = static_cast<int>(B), p.T = static_cast<int>(T), p.C = static_cast<int>(C), p.silu = silu;
     short_conv::dispatch(V, W, [&](auto v, auto wd) {
       constexpr int Vc = decltype(v)::value, Wc = decltype(wd)::value;

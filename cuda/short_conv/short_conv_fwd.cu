@@ -3,7 +3,8 @@
  *   y[b,t,c] = silu(bias[c] + sum_{i<W} w[c,i] x[b,t-W+1+i,c])      (x = 0 before t = 0)
  *
  * Thread layout in short_conv.cuh: each thread walks kRun steps of V adjacent channels with the last W inputs in
- * registers; one load of x and one store of y per step, V elements per access.
+ * registers; one load of x and one store of y per step, V elements per access. y is written as its pieces (the
+ * layer's q, k, v or x, B, C), each a contiguous tensor of its own.
  * Saved for backward (by ops/short_conv): x, w, bias; the backward recomputes the conv.
  * Numerics: fp32 taps and arithmetic, x and y in float32 or bfloat16, y rounded once.
  */
@@ -28,7 +29,7 @@ __global__ void __launch_bounds__(kThreads) short_conv_fwd_kernel(const Params<s
   float w[W][V], bias[V];
   load_taps<V, W>(p, c0, w, bias);
   const scalar_t* x = p.x + blockIdx.z * p.x_sb + c0;
-  scalar_t* y = p.y + static_cast<int64_t>(blockIdx.z) * p.T * p.C + c0;
+  const auto y = piece_row(p.y, blockIdx.z, c0);  // the pieces are whole vectors: V divides their sizes
   float win[W][V];  // x at t-W+1 .. t
 #pragma unroll
   for (int i = 0; i + 1 < W; ++i) {
@@ -50,28 +51,36 @@ __global__ void __launch_bounds__(kThreads) short_conv_fwd_kernel(const Params<s
 #pragma unroll
       for (int j = 0; j < V; ++j) a[j] *= sigmoid(a[j]);
     }
-    store<V>(y + static_cast<int64_t>(t) * p.C, a);
+    store<V>(y.at + t * y.st, a);
     shift<V, W>(win);
   }
 }
 }  // namespace
 
-at::Tensor short_conv_fwd(const at::Tensor& x, const at::Tensor& w_in, const at::Tensor& bias_in, bool silu) {
+std::vector<at::Tensor> short_conv_fwd(const at::Tensor& x, const at::Tensor& w_in, const at::Tensor& bias_in, bool silu,
+                                       const std::vector<int64_t>& sizes) {
   const c10::cuda::CUDAGuard guard(x.device());
   ELMAN_CHECK_FLOAT_DTYPE(x);
   TORCH_CHECK(x.dim() == 3 && (x.stride(2) == 1 || x.size(2) == 1), "short_conv: x must be [B,T,C] with C's stride 1");
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), W = w_in.size(2);
   TORCH_CHECK(B < 65536 && T < (1LL << 31) && B * T * C < (1LL << 62), "short_conv: x too large for the kernel");
+  short_conv::check_sizes(sizes, C);
   auto w = w_in.to(at::kFloat).contiguous();
   auto bias = bias_in.defined() ? bias_in.to(at::kFloat).contiguous() : at::Tensor();
-  auto y = ops::empty_output({B, T, C}, x.options());
-  const int V = short_conv::vec_width(C, x.element_size(), {x.data_ptr(), y.data_ptr()}, {x.stride(0), x.stride(1)});
+  std::vector<at::Tensor> ys;
+  std::vector<const void*> ptrs{x.data_ptr()};
+  std::vector<int64_t> counts{C, x.stride(0), x.stride(1)};
+  for (int64_t n : sizes) {
+    ys.push_back(ops::empty_output({B, T, n}, x.options()));
+    ptrs.push_back(ys.back().data_ptr()), counts.push_back(n);
+  }
+  const int V = short_conv::vec_width(x.element_size(), ptrs, counts);
   with_type(x.scalar_type(), [&](auto tt) {
     using T_ = decltype(tt);
     short_conv::Params<T_> p{};
     p.x = x.data_ptr<T_>(), p.x_sb = x.stride(0), p.x_st = x.stride(1);
     p.w = w.data_ptr<float>(), p.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
-    p.y = y.data_ptr<T_>();
+    p.y = short_conv::pieces_of<T_>(ys, sizes);
     p.B = static_cast<int>(B), p.T = static_cast<int>(T), p.C = static_cast<int>(C), p.silu = silu;
     short_conv::dispatch(V, W, [&](auto v, auto wd) {
       constexpr int Vc = decltype(v)::value, Wc = decltype(wd)::value;
@@ -82,7 +91,7 @@ at::Tensor short_conv_fwd(const at::Tensor& x, const at::Tensor& w_in, const at:
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
-  return y;
+  return ys;
 }
 
 }  // namespace elman::cuda

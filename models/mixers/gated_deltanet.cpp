@@ -39,11 +39,12 @@ GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg)
 
 torch::Tensor GatedDeltaNetMixer::forward(const torch::Tensor& u) {
   const int64_t Bsz = u.size(0), T = u.size(1), H = heads_, conv_ch = 2 * H * dk_ + H * dv_;
-  // The pieces are views of one split, whose backward writes each gradient once by concatenation (see split_linear).
-  const auto pieces = split_linear(u, in_proj_, {conv_ch, H * dv_, H, H});
-  // Depthwise causal conv + SiLU, reading q, k, v in place inside the projection.
-  const auto qkv = ops::short_conv(pieces[0], conv_weight_, torch::Tensor(), true, fused_impl_)
-                       .split_with_sizes({H * dk_, H * dk_, H * dv_}, -1);
+  // The pieces are views of one split; the conv and the gated norm write their gradients into its slots.
+  const auto split = split_linear(u, in_proj_, {conv_ch, H * dv_, H, H});
+  const auto& pieces = split.pieces;
+  // Depthwise causal conv + SiLU, reading its input in place inside the projection and writing q, k, v apart.
+  const auto qkv = ops::short_conv_split(pieces[0], conv_weight_, torch::Tensor(), true, {H * dk_, H * dk_, H * dv_},
+                                         fused_impl_, split.slots[0]);
   auto gate = pieces[1].reshape({Bsz, T, H, dv_});
   const auto &a = pieces[2], &b = pieces[3];
   // L2-normalised q and k, q also scaled by 1/sqrt(K): x / sqrt(sum x^2 + 1e-6) is an RMSNorm of eps 1e-6 / K
@@ -53,18 +54,18 @@ torch::Tensor GatedDeltaNetMixer::forward(const torch::Tensor& u) {
   const double K = static_cast<double>(dk_);
   auto l2norm = [&](const torch::Tensor& x, double scale) {
     const auto w = torch::full({dk_}, scale, u.options().dtype(torch::kFloat));
-    return ops::add_rms_norm(x.reshape({Bsz, T, H, dk_}), torch::Tensor(), w, 1e-6 / K, ops::autocast_dtype_or(u),
+    return ops::add_rms_norm(x.view({Bsz, T, H, dk_}), torch::Tensor(), w, 1e-6 / K, ops::autocast_dtype_or(u),
                              fused_impl_)[1];
   };
   auto q = l2norm(qkv[0], 1.0 / K);
   auto k = l2norm(qkv[1], 1.0 / std::sqrt(K));
-  auto v = qkv[2].reshape({Bsz, T, H, dv_});
+  auto v = qkv[2].view({Bsz, T, H, dv_});
   auto beta = torch::sigmoid(b.to(torch::kFloat));
   auto g = -torch::exp(A_log_.to(torch::kFloat)) * torch::softplus(a.to(torch::kFloat) + dt_bias_.to(torch::kFloat));
   auto o = ops::gated_delta(q, k, v, g, beta, torch::Tensor(), impl_)[0];  // [B,T,H,V]
   // Gated RMSNorm per head, in the autocast dtype under autocast (out_proj reads it without a cast), else u's.
   auto normed = ops::gated_rms_norm(o, gate, o_norm_, ops::GateOrder::NormThenGate, 1e-5, ops::autocast_dtype_or(u),
-                                    fused_impl_);
+                                    fused_impl_, split.slots[1]);
   return models::linear(normed.reshape({Bsz, T, H * dv_}), out_proj_);
 }
 

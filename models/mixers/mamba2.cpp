@@ -42,20 +42,20 @@ Mamba2Mixer::Mamba2Mixer(const ModelConfig& cfg)
 torch::Tensor Mamba2Mixer::forward(const torch::Tensor& u) {
   const int64_t Bsz = u.size(0), T = u.size(1), N = kDState, conv_ch = d_inner_ + 2 * N;
   // The projection's pieces are views of one split (not one narrow each, whose backward would zero-fill a
-  // full-width gradient per piece): see split_linear.
-  const auto pieces = split_linear(u, in_proj_, {d_inner_, conv_ch, heads_});
-  const auto &z = pieces[0], &dt_raw = pieces[2];
-  // Depthwise causal conv + SiLU, reading xBC in place inside the projection.
-  const auto xBC =
-      ops::short_conv(pieces[1], conv_weight_, conv_bias_, true, fused_impl_).split_with_sizes({d_inner_, N, N}, -1);
-  auto x = xBC[0].reshape({Bsz, T, heads_, kHeadDim});
+  // full-width gradient per piece); the gated norm and the conv write their gradients into its slots.
+  const auto split = split_linear(u, in_proj_, {d_inner_, conv_ch, heads_});
+  const auto &z = split.pieces[0], &dt_raw = split.pieces[2];
+  // Depthwise causal conv + SiLU, reading xBC in place inside the projection and writing x, B, C apart.
+  const auto xBC = ops::short_conv_split(split.pieces[1], conv_weight_, conv_bias_, true, {d_inner_, N, N}, fused_impl_,
+                                         split.slots[1]);
+  auto x = xBC[0].view({Bsz, T, heads_, kHeadDim});
   const auto &Bm = xBC[1], &Cm = xBC[2];
   auto dt = torch::softplus(dt_raw.to(torch::kFloat) + dt_bias_.to(torch::kFloat));
   auto A = -torch::exp(A_log_.to(torch::kFloat));
   auto y = ops::ssd(x, dt, A, Bm, Cm, D_, torch::Tensor(), impl_)[0];
   // The normed output comes in the autocast dtype under autocast (out_proj reads it without a cast), else u's.
   auto normed = ops::gated_rms_norm(y.reshape({Bsz, T, d_inner_}), z, norm_, ops::GateOrder::GateThenNorm, 1e-5,
-                                    ops::autocast_dtype_or(u), fused_impl_);
+                                    ops::autocast_dtype_or(u), fused_impl_, split.slots[0]);
   return models::linear(normed, out_proj_);
 }
 

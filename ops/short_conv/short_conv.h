@@ -1,6 +1,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "ops/common/grad_sink.h"
 #include "ops/common/impl.h"
 #include "ops/short_conv/reference.h"
 
@@ -23,7 +24,19 @@ namespace elman::ops {
 torch::Tensor short_conv(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias, bool silu,
                          Impl impl);
 
+// short_conv with y split along C into pieces of `sizes` (adding up to C): the kernel writes each piece as its own
+// contiguous tensor [B,T,sizes[i]] (at most kShortConvKernelMaxPieces pieces, each size a whole number of its vector
+// accesses, else narrower ones), so the ops after it read q, k, v (or x, B, C) without a copy, and its backward reads
+// their gradients where they are, without a concatenation; the reference returns views of one output.
+// dx_slot: the slot of the split piece that x is (ops/common/grad_sink.h), into which the kernel's backward writes
+// dx; an undefined slot: dx is allocated.
+std::vector<torch::Tensor> short_conv_split(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias,
+                                            bool silu, const std::vector<int64_t>& sizes, Impl impl,
+                                            const GradSlot& dx_slot = GradSlot());
+
 // The largest convolution width the kernel takes (Mamba2's and GatedDeltaNet's is 4).
 constexpr int64_t kShortConvKernelMaxWidth = 4;
+// The most pieces short_conv_split's kernel writes y in.
+constexpr int64_t kShortConvKernelMaxPieces = 4;
 
 }  // namespace elman::ops

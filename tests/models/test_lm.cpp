@@ -136,6 +136,15 @@ TEST_CASE("the mamba2 and gdn kernel LMs (scan, short conv, gated norm) agree wi
     base.impl = ops::Impl::Reference;
     // B 3, T 67: not a multiple of the scans' chunks or the conv kernel's runs of steps.
     expect_lms_agree(name, base, ker, 6, 3, 67, torch::kCUDA, 1e-5);
+    // The conv and the gated norm write their input gradients into the projection's slots: the split's backward
+    // copies only the pieces that LibTorch ops read (mamba2's dt; gdn's a and b), in every layer.
+    models::LM lm(ker);
+    lm->to(torch::kCUDA);
+    auto tokens = torch::randint(0, 256, {2, 68}, torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA));
+    auto loss = lm->loss(tokens.narrow(1, 0, 67), tokens.narrow(1, 1, 67));
+    const int64_t before = ops::slot_copies();
+    loss.backward();
+    CHECK(ops::slot_copies() - before == ker.depth * (name == "mamba2" ? 1 : 2));
   }
 }
 
@@ -241,7 +250,7 @@ TEST_CASE("split_linear equals linear then split, in value and gradients, with a
     const auto x = torch::randn({3, 7, 16}, torch::kDouble).requires_grad_(true);
     const auto w = torch::randn({rows, 16}, torch::kDouble).requires_grad_(true);
     const std::vector<int64_t> sizes{rows - 9, 6, 3};
-    const auto ours = models::split_linear(x, w, sizes);
+    const auto ours = models::split_linear(x, w, sizes).pieces;
     const auto want = torch::linear(x, w).split_with_sizes(sizes, -1);
     REQUIRE(ours.size() == 3);
     auto loss = [](const std::vector<torch::Tensor>& p) { return (p[0].sin().sum() + p[1].square().sum() * 2 + p[2].sum()); };
@@ -269,7 +278,8 @@ TEST_CASE("linear under autocast writes the weight's gradient in fp32 from its G
     const auto dy = torch::randn({3, 37, rows}, o);
     at::autocast::set_autocast_enabled(at::kCUDA, true);
     at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    const auto ours = rows % 8 ? models::split_linear(x, w, {rows - 5, 5}) : std::vector<torch::Tensor>{models::linear(x, w)};
+    const auto ours =
+        rows % 8 ? models::split_linear(x, w, {rows - 5, 5}).pieces : std::vector<torch::Tensor>{models::linear(x, w)};
     const auto theirs = torch::linear(x, w);
     at::autocast::set_autocast_enabled(at::kCUDA, false);
     at::autocast::clear_cache();

@@ -18,7 +18,7 @@ namespace {
 // y [lead..., C] (a scan's output); z of y's shape, either a tensor of its own (zwidth 0) or, like GatedDeltaNet's
 // per-head gate, the columns [offset, offset + H C) of a [steps, zwidth] projection zw viewed to y's shape (H the
 // last lead dim). The tests take gradients with respect to zw, so z stays a strided view (a leaf copy of z itself
-// would be contiguous).
+// would be contiguous); run() takes z as a piece of zw's split with its gradient slot, as the layers do.
 struct Inputs {
   torch::Tensor y, zw, w, gn;  // gn: the loss's weights on n
   int64_t offset = 0, zwidth = 0;
@@ -53,9 +53,24 @@ Inputs make_inputs(std::vector<int64_t> lead, int64_t C, at::ScalarType ydt, at:
 // Forward + backward of (n . gn): {n, dy, dzw (z's gradient inside its projection, zero elsewhere), dw}.
 std::vector<torch::Tensor> run(const Inputs& in, GateOrder order, at::ScalarType out, ops::Impl impl) {
   auto y = test::leaf(in.y), zw = test::leaf(in.zw), w = test::leaf(in.w);
-  auto n = ops::gated_rms_norm(y, in.z_of(zw), w, order, 1e-5, out, impl);
+  torch::Tensor z = zw;
+  ops::GradSlot slot;
+  if (in.zwidth > 0) {  // z is a piece of its projection's split, with the piece's gradient slot, as in the layers
+    const int64_t width = in.shape[in.shape.size() - 2] * in.shape.back();
+    std::vector<int64_t> cols;
+    if (in.offset > 0) cols.push_back(in.offset);
+    cols.push_back(width);
+    if (in.zwidth > in.offset + width) cols.push_back(in.zwidth - in.offset - width);
+    const auto split = ops::split_with_slots(zw, cols);
+    const int k = in.offset > 0 ? 1 : 0;
+    z = split.pieces[k].view(in.shape), slot = split.slots[k];
+  }
+  auto n = ops::gated_rms_norm(y, z, w, order, 1e-5, out, impl, slot);
   const auto lt = out == torch::kDouble ? torch::kDouble : torch::kFloat;
+  const int64_t before = ops::slot_copies();
   (n.to(lt) * in.gn.to(lt)).sum().backward();
+  // The kernel writes dz into its slot; the reference's, from LibTorch's autograd, is copied there.
+  if (in.zwidth > 0) CHECK(ops::slot_copies() - before == (impl == ops::Impl::Kernel ? 0 : 1));
   return {n.detach(), test::grad_of(y), test::grad_of(zw), test::grad_of(w)};
 }
 const std::vector<std::string> kNames = {"n", "dy", "dz", "dw"};

@@ -160,3 +160,65 @@ TEST_CASE("short_conv kernel: deterministic weight gradients, non-contiguous gy,
   require_error([&] { ops::short_conv(in.x().to(torch::kDouble), in.w, in.bias, true, ops::Impl::Kernel); },
                 "float32 or bfloat16");
 }
+
+TEST_CASE("short_conv kernel writes y in pieces, reads their gradients where they are and writes dx into its slot",
+          "[short_conv][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  const test::NoCudnnTf32 no_tf32;
+  struct Case {
+    int64_t B, T, offset, width;  // x: columns [offset, offset + sum(sizes)) of a [B,T,width] projection
+    std::vector<int64_t> sizes;
+    int unused;  // a piece that the loss leaves out (its gradient undefined), or -1
+  };
+  // GatedDeltaNet's q, k, v (C 3072 at the start of its 4624-wide projection), Mamba2's x, B, C (2048 at 1792 of
+  // 3872), and pieces of 2- and 1-element vectors, one of them unused.
+  const auto c = GENERATE(values<Case>({{2, 130, 0, 4624, {768, 768, 1536}, -1},
+                                        {3, 65, 1792, 3872, {1792, 128, 128}, -1},
+                                        {1, 257, 4, 140, {66, 64}, 0},
+                                        {3, 33, 1, 70, {30, 4, 33}, 1}}));
+  const auto dtype = GENERATE(torch::kFloat, torch::kBFloat16);
+  int64_t C = 0;
+  for (int64_t n : c.sizes) C += n;
+  const std::string name = "C" + std::to_string(C) + "-pieces" + std::to_string(c.sizes.size()) +
+                           (c.unused >= 0 ? "-unused" + std::to_string(c.unused) : "") +
+                           (dtype == torch::kFloat ? "-f32" : "-bf16");
+  SECTION(name) {
+    torch::manual_seed(C + c.T);
+    auto in = make_inputs(c.B, c.T, C, 4, true, dtype, torch::kCUDA, c.offset, c.width - C);
+    // Forward + backward of sum_i (y_i . gy_i) over the used pieces: {y (pieces concatenated), dxw, dw, dbias}.
+    auto go = [&](ops::Impl impl, const Inputs& at, int64_t* copies) {
+      auto xw = test::leaf(at.xw), w = test::leaf(at.w), bias = test::leaf(at.bias);
+      std::vector<int64_t> cols;
+      if (c.offset > 0) cols.push_back(c.offset);
+      cols.push_back(C);
+      if (c.width > c.offset + C) cols.push_back(c.width - c.offset - C);
+      const auto split = ops::split_with_slots(xw, cols);
+      const int k = c.offset > 0 ? 1 : 0;
+      auto ys = ops::short_conv_split(split.pieces[k], w, bias, true, c.sizes, impl, split.slots[k]);
+      REQUIRE(ys.size() == c.sizes.size());
+      const auto gy = at.gy.split_with_sizes(c.sizes, -1);
+      torch::Tensor loss = torch::zeros({}, xw.options().dtype(torch::kFloat));
+      for (size_t i = 0; i < ys.size(); ++i) {
+        if (impl == ops::Impl::Kernel) CHECK(ys[i].is_contiguous());
+        if (static_cast<int>(i) != c.unused) loss = loss + (ys[i].to(torch::kFloat) * gy[i].to(torch::kFloat)).sum();
+      }
+      const int64_t before = ops::slot_copies();
+      loss.backward();
+      *copies = ops::slot_copies() - before;
+      return std::vector<torch::Tensor>{torch::cat(ys, -1).detach(), xw.grad(), w.grad(), bias.grad()};
+    };
+    int64_t copies = -1, ref_copies = -1;
+    auto k = go(ops::Impl::Kernel, in, &copies);
+    CHECK(copies == 0);  // dx went into its slot: nothing was copied
+    if (dtype == torch::kFloat) {
+      expect_all_close(name, kNames, go(ops::Impl::Reference, in, &ref_copies), k, 1e-5);
+    } else {
+      Inputs in32 = in;
+      in32.xw = in.xw.to(torch::kFloat), in32.gy = in.gy.to(torch::kFloat);
+      auto r = go(ops::Impl::Reference, in32, &ref_copies);
+      r[0] = r[0].to(torch::kBFloat16), r[1] = r[1].to(torch::kBFloat16);
+      expect_all_close(name, kNames, r, k, 1e-2);
+    }
+    CHECK(ref_copies == 1);  // the reference's dx, from LibTorch's autograd, is copied into place
+  }
+}
