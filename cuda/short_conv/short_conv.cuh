@@ -1,14 +1,14 @@
-// Depthwise causal short convolution: thread layout, parameters and the pieces the forward and backward share.
+// Depthwise causal short convolution: tiles, parameters and the pieces the forward and backward share.
 //
 // Shapes: B batch, T steps, C channels (rightmost fastest), W taps (<= 4).
 // y (forward) and its gradient gy (backward) come as pieces along C (Pieces): the layers split y into q, k, v or x,
 // B, C, and each piece is its own tensor, so the ops after the conv read it contiguous and their gradients reach the
 // backward where they are, with no concatenation.
-// Thread layout: a block is kLanes x kRuns threads. Lane l (threadIdx.x) owns V adjacent channels
-// c0 = (blockIdx.x kLanes + l) V .. c0 + V - 1, so a warp reads 32 V adjacent channels of one step (coalesced);
-// threadIdx.y picks a run of kRun consecutive steps, t0 = (blockIdx.y kRuns + threadIdx.y) kRun; blockIdx.z is
-// the batch row. A thread walks its run in order and keeps the last W inputs in registers, so each input is
-// read once per run plus W-1 steps of halo before it.
+// Tiles: one block of kThreads per kTileC channels x tile_steps<T>() steps of one batch row (blockIdx = channel
+// tile, step tile, batch row). A block first copies its tile of x (and, backward, of gy), with the W-1 steps of
+// halo the conv needs, into shared memory, every thread issuing all of its vector loads (E elements: 16 bytes where
+// every pointer, stride and piece allows, else 1) before any is used; then it computes from shared memory and
+// writes its outputs in E-element vectors.
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -22,11 +22,11 @@
 
 namespace elman::cuda::short_conv {
 
-constexpr int kLanes = 32;  // threads along channels: one warp
-constexpr int kRuns = 8;    // runs of steps per block
-constexpr int kRun = 16;    // consecutive steps per thread
-constexpr int kThreads = kLanes * kRuns;
+constexpr int kThreads = 256;
+constexpr int kTileC = 64;  // channels per block
 constexpr int kMaxW = 4;
+template <typename T>
+constexpr int tile_steps() { return sizeof(T) == 2 ? 64 : 32; }  // steps per block: the backward's ~40 KB of tiles
 constexpr int kMaxPieces = 4;
 
 // A [B,T,C] tensor split along C into n pieces: piece i holds channels end[i-1] .. end[i]-1 (end[-1] = 0), channel c
@@ -73,36 +73,37 @@ struct Params {
   bool silu;
 };
 
-// The taps and bias of channels c0 .. c0+V-1: w[i][j] = w[c0+j, i].
-template <int V, int W, typename scalar_t>
-__device__ __forceinline__ void load_taps(const Params<scalar_t>& p, int c0, float (&w)[W][V], float (&bias)[V]) {
+// E zeros, or the E elements at src.
+template <typename T, int E>
+__device__ __forceinline__ Vec<T, E> load_or_zero(const T* src, bool ok) {
+  if (ok) return *reinterpret_cast<const Vec<T, E>*>(src);
+  Vec<T, E> v;
 #pragma unroll
-  for (int j = 0; j < V; ++j) {
-#pragma unroll
-    for (int i = 0; i < W; ++i) w[i][j] = p.w[(c0 + j) * W + i];
-    bias[j] = p.bias != nullptr ? p.bias[c0 + j] : 0.f;
-  }
+  for (int e = 0; e < E; ++e) v.v[e] = static_cast<T>(0.f);
+  return v;
 }
 
-// The conv of the window win (x at t-W+1 .. t, newest last) for V channels.
-template <int V, int W>
-__device__ __forceinline__ void conv(const float (&w)[W][V], const float (&bias)[V], const float (&win)[W][V],
-                                     float (&a)[V]) {
-#pragma unroll
-  for (int j = 0; j < V; ++j) {
-    a[j] = bias[j];
-#pragma unroll
-    for (int i = 0; i < W; ++i) a[j] = fmaf(w[i][j], win[i][j], a[j]);
+// Copies x at steps t0 - (W-1) .. t0 - (W-1) + R - 1 of the block's channels c_tile .. c_tile + kTileC - 1 (batch
+// row b) into xs [R][kTileC], zeros outside [0, T) and past C; and the taps and bias (0 past C, or without a bias)
+// into ws [W][kTileC] and bs [kTileC]. The caller syncs.
+template <typename T, int E, int W, int R>
+__device__ __forceinline__ void load_x_tile(const Params<T>& p, int b, int c_tile, int t0, T (*xs)[kTileC],
+                                            float (*ws)[kTileC], float* bs) {
+  constexpr int CH = kTileC / E;
+  static_assert(kThreads % CH == 0, "a thread's vector column must stay fixed over the rows");
+  const int k = threadIdx.x % CH, c = c_tile + k * E;
+  const bool in_c = c < p.C;
+  const T* xcol = p.x + b * p.x_sb + c;
+  for (int r = threadIdx.x / CH; r < R; r += kThreads / CH) {
+    const int t = t0 - (W - 1) + r;
+    *reinterpret_cast<Vec<T, E>*>(&xs[r][k * E]) = load_or_zero<T, E>(xcol + t * p.x_st, in_c && t >= 0 && t < p.T);
   }
-}
-
-// Drops the oldest of W vectors (index 0) to make room for a new one at W-1.
-template <int V, int W>
-__device__ __forceinline__ void shift(float (&r)[W][V]) {
+  if (threadIdx.x < kTileC) {
+    const int cc = c_tile + threadIdx.x;
 #pragma unroll
-  for (int i = 0; i + 1 < W; ++i)
-#pragma unroll
-    for (int j = 0; j < V; ++j) r[i][j] = r[i + 1][j];
+    for (int i = 0; i < W; ++i) ws[i][threadIdx.x] = cc < p.C ? p.w[cc * W + i] : 0.f;
+    bs[threadIdx.x] = cc < p.C && p.bias != nullptr ? p.bias[cc] : 0.f;
+  }
 }
 
 // Host: sizes are a split of C into at most kMaxPieces positive parts.
@@ -131,19 +132,22 @@ Pieces<P> pieces_of(const std::vector<at::Tensor>& ts, const std::vector<int64_t
   return ps;
 }
 
-// Host: the widest vector of V in {4, 2, 1} elements of es bytes such that every non-null pointer is V-element
-// aligned and every count (the channels, the pieces' sizes, the row strides, in elements) is a multiple of V.
-inline int vec_width(int64_t es, const std::vector<const void*>& ptrs, const std::vector<int64_t>& counts) {
-  for (int V : {4, 2}) {
+// Host: the widest vector of V in {max_v, max_v / 2, ..., 1} elements (max_v a power of 2) of es bytes such that
+// every non-null pointer is V-element aligned and every count (the channels, the pieces' sizes, the row strides, in
+// elements) is a multiple of V.
+inline int vec_width(int64_t es, const std::vector<const void*>& ptrs, const std::vector<int64_t>& counts,
+                     int64_t max_v) {
+  for (int64_t V = max_v; V > 1; V /= 2) {
     bool ok = true;
     for (const void* p : ptrs) ok = ok && reinterpret_cast<uintptr_t>(p) % (V * es) == 0;
     for (int64_t s : counts) ok = ok && s % V == 0;
-    if (ok) return V;
+    if (ok) return static_cast<int>(V);
   }
   return 1;
 }
 
-// Host: calls f(V, W) with both as std::integral_constant (V in {4, 2, 1}, W in 1..kMaxW).
+// Host: calls f(V, W) with both as std::integral_constant (V in {8, 4, 2, 1}, W in 1..kMaxW); the callers
+// instantiate their kernels only for the V they launch.
 template <typename F>
 void dispatch(int V, int64_t W, F&& f) {
   auto with_w = [&](auto v) {
@@ -155,7 +159,8 @@ void dispatch(int V, int64_t W, F&& f) {
       default: TORCH_CHECK(false, "short_conv: the CUDA kernel supports widths W <= ", kMaxW, ", got ", W);
     }
   };
-  if (V == 4) with_w(std::integral_constant<int, 4>{});
+  if (V == 8) with_w(std::integral_constant<int, 8>{});
+  else if (V == 4) with_w(std::integral_constant<int, 4>{});
   else if (V == 2) with_w(std::integral_constant<int, 2>{});
   else with_w(std::integral_constant<int, 1>{});
 }

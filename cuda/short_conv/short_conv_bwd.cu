@@ -5,13 +5,17 @@
  *   dw[c,i] = sum_{b,t} ga[b,t,c] x[b,t-W+1+i,c]
  *   dbias   = sum_{b,t} ga[b,t,c]
  *
+ * Tiles as short_conv.cuh has them (kTileC channels x TT steps, TT = 64 for bf16, 32 for fp32, per block):
+ *   0. the tile's x (with W-1 steps of halo on both sides) and gy (W-1 steps past it) into shared memory, every
+ *      thread issuing its E-element vector loads (16 bytes where everything is aligned) before any is used;
+ *   1. ga over the tile and its W-1 following steps (the halo dx needs) into shared memory (fp32): each thread walks
+ *      a run of steps of one channel with the conv's inputs in registers, adding its dw and dbias terms over the
+ *      tile's own steps in registers;
+ *   2. dx from ga and the taps, each thread a run of steps of one channel (a warp stores 32 adjacent channels).
+ * The block sums its threads' dw and dbias per channel in shared memory in a fixed order and writes one partial per
+ * block to part [B gridDim.y, W+1, C], which the launcher sums over dim 0: no atomics, deterministic.
  * y's gradient arrives as its pieces (short_conv.cuh's Pieces), each read where it is; dx is written through its
  * batch and step strides (the layers pass the columns of their projection's gradient, see ops/common/grad_sink.h).
- * Thread layout as the forward (short_conv.cuh). A thread walks its run's steps t0 .. t0+kRun-1 and W-1 more
- * (whose ga it recomputes from x and gy, the halo its dx needs), keeping the last W inputs and the last W values
- * of ga in registers, and writes dx[t-W+1] once ga[t] is known. Its dw and dbias over its own kRun steps stay in
- * registers; the block sums its kRuns threads per channel in shared memory in a fixed order and writes one partial
- * per block to part [B gridDim.y, W+1, C], which the launcher sums over dim 0: no atomics, deterministic.
  * Numerics: fp32 arithmetic and sums; dx rounded once to x's dtype.
  */
 #include <ATen/cuda/CUDAContext.h>
@@ -27,102 +31,92 @@ namespace elman::cuda {
 namespace {
 using namespace short_conv;
 
-template <typename scalar_t, int V, int W>
-__global__ void __launch_bounds__(kThreads) short_conv_bwd_kernel(const Params<scalar_t> p) {
-  __shared__ float red[kRuns][W + 1][kLanes * V];  // each thread's dw (rows 0..W-1) and dbias (row W)
-  const int c0 = (blockIdx.x * kLanes + threadIdx.x) * V;
-  const int t0 = (blockIdx.y * kRuns + threadIdx.y) * kRun;
-  float dw[W][V], db[V];
-#pragma unroll
-  for (int j = 0; j < V; ++j) {
-    db[j] = 0.f;
-#pragma unroll
-    for (int i = 0; i < W; ++i) dw[i][j] = 0.f;
-  }
-  if (c0 < p.C && t0 < p.T) {
-    float w[W][V], bias[V];
-    load_taps<V, W>(p, c0, w, bias);
-    const scalar_t* x = p.x + blockIdx.z * p.x_sb + c0;
-    const auto gy = piece_row(p.gy, blockIdx.z, c0);  // null: this piece has no gradient (zeros)
-    scalar_t* dx = p.dx + blockIdx.z * p.dx_sb + c0;
-    float win[W][V], gq[W][V];  // x and ga at t-W+1 .. t
-#pragma unroll
-    for (int i = 0; i < W; ++i) {
-      const int t = t0 - (W - 1) + i;
-      if (i + 1 < W && t >= 0) {
-        load<V>(x + t * p.x_st, win[i]);
-      } else {
-#pragma unroll
-        for (int j = 0; j < V; ++j) win[i][j] = 0.f;
-      }
-#pragma unroll
-      for (int j = 0; j < V; ++j) gq[i][j] = 0.f;
+constexpr int kGroups = kThreads / kTileC;  // runs of steps per channel (threads per channel)
+
+template <typename T, int E, int W>
+__global__ void __launch_bounds__(kThreads) short_conv_bwd_kernel(const Params<T> p) {
+  constexpr int H = W - 1, TT = tile_steps<T>(), XR = TT + 2 * H, GR = TT + H, CH = kTileC / E;
+  __shared__ __align__(16) T xs[XR][kTileC];      // x at steps t0 - H + r
+  __shared__ __align__(16) T gs[GR][kTileC];      // gy at steps t0 + r
+  __shared__ float ga[GR][kTileC];                // ga at steps t0 + r
+  __shared__ float ws[W][kTileC], bs[kTileC];     // the taps and the bias of the tile's channels
+  __shared__ float red[kGroups][W + 1][kTileC];   // each thread's dw (rows 0..W-1) and dbias (row W)
+  const int tid = threadIdx.x, b = blockIdx.z, c_tile = blockIdx.x * kTileC, t0 = blockIdx.y * TT;
+
+  load_x_tile<T, E, W, XR>(p, b, c_tile, t0, xs, ws, bs);
+  {  // gy, with thread tid's vector column fixed as in load_x_tile
+    const int k = tid % CH, c = c_tile + k * E;
+    const auto gy = c < p.C ? piece_row(p.gy, b, c) : PieceRow<const T>{nullptr, 0};
+    for (int r = tid / CH; r < GR; r += kThreads / CH) {
+      const int t = t0 + r;
+      *reinterpret_cast<Vec<T, E>*>(&gs[r][k * E]) = load_or_zero<T, E>(gy.at + t * gy.st, gy.at != nullptr && t < p.T);
     }
-    const int t_own = min(t0 + kRun, p.T), t_end = t_own + W - 1;
-#pragma unroll 2
-    for (int t = t0; t < t_end; ++t) {
-      shift<V, W>(gq);
-      if (t < p.T) {
-        load<V>(x + t * p.x_st, win[W - 1]);
-        float g[V], a[V];
-        if (gy.at != nullptr) {
-          load<V>(gy.at + t * gy.st, g);
-        } else {
-#pragma unroll
-          for (int j = 0; j < V; ++j) g[j] = 0.f;
-        }
-        conv<V, W>(w, bias, win, a);
-#pragma unroll
-        for (int j = 0; j < V; ++j) {
-          if (p.silu) {
-            const float s = sigmoid(a[j]);
-            g[j] *= s * (1.f + a[j] * (1.f - s));
-          }
-          gq[W - 1][j] = g[j];
-        }
-        if (t < t_own) {
-#pragma unroll
-          for (int j = 0; j < V; ++j) {
-            db[j] += g[j];
-#pragma unroll
-            for (int i = 0; i < W; ++i) dw[i][j] = fmaf(g[j], win[i][j], dw[i][j]);
-          }
-        }
-        shift<V, W>(win);
-      } else {
-#pragma unroll
-        for (int j = 0; j < V; ++j) gq[W - 1][j] = 0.f;
-      }
-      const int s = t - (W - 1);
-      if (s >= t0) {
-        float d[V];
-#pragma unroll
-        for (int j = 0; j < V; ++j) {
-          d[j] = 0.f;
-#pragma unroll
-          for (int i = 0; i < W; ++i) d[j] = fmaf(w[i][j], gq[W - 1 - i][j], d[j]);
-        }
-        store<V>(dx + s * p.dx_st, d);
-      }
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < V; ++j) {
-#pragma unroll
-    for (int i = 0; i < W; ++i) red[threadIdx.y][i][threadIdx.x * V + j] = dw[i][j];
-    red[threadIdx.y][W][threadIdx.x * V + j] = db[j];
   }
   __syncthreads();
-  // Per channel, the block's kRuns partials summed in order of threadIdx.y.
-  float* part = p.part + (static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * (W + 1) * p.C;
-  const int cb = blockIdx.x * kLanes * V;
-  for (int k = threadIdx.y * kLanes + threadIdx.x; k < (W + 1) * kLanes * V; k += kThreads) {
-    const int i = k / (kLanes * V), cl = k - i * (kLanes * V);
-    if (cb + cl >= p.C) continue;
+
+  // 1. ga, and this thread's dw and dbias terms: channel j, a run of R1 consecutive steps from g R1, the conv's
+  //    inputs in a window of registers (gy is 0 past T, so is ga).
+  constexpr int R1 = (GR + kGroups - 1) / kGroups, R2 = TT / kGroups;
+  const int j = tid % kTileC, g = tid / kTileC;
+  float w[W], dw[W], win[W], db = 0.f;
+#pragma unroll
+  for (int i = 0; i < W; ++i) w[i] = ws[i][j], dw[i] = 0.f;
+  const float bias = bs[j];
+  const int r1 = g * R1, r1_end = min(GR, r1 + R1);
+#pragma unroll
+  for (int i = 0; i + 1 < W; ++i) win[i + 1] = static_cast<float>(xs[r1 + i][j]);
+  for (int r = r1; r < r1_end; ++r) {
+#pragma unroll
+    for (int i = 0; i + 1 < W; ++i) win[i] = win[i + 1];
+    win[W - 1] = static_cast<float>(xs[r + H][j]);  // win[i] = x at step t0 + r - H + i
+    float a = bias;
+#pragma unroll
+    for (int i = 0; i < W; ++i) a = fmaf(w[i], win[i], a);
+    float gv = static_cast<float>(gs[r][j]);
+    if (p.silu) {
+      const float sg = sigmoid(a);
+      gv *= sg * (1.f + a * (1.f - sg));
+    }
+    ga[r][j] = gv;
+    if (r < TT) {  // the tile's own steps (the rest is the next tile's)
+      db += gv;
+#pragma unroll
+      for (int i = 0; i < W; ++i) dw[i] = fmaf(gv, win[i], dw[i]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < W; ++i) red[g][i][j] = dw[i];
+  red[g][W][j] = db;
+  __syncthreads();
+
+  // 2. dx[t0 + r] = sum_i w_i ga[r + H - i]: channel j, R2 consecutive steps from g R2, ga in a window of registers
+  //    (win[i] = ga at row r + i); one value per store, a warp's 32 adjacent channels at once.
+  const int c = c_tile + j;
+  if (c < p.C) {
+    T* dxcol = p.dx + b * p.dx_sb + c;
+    const int r2 = g * R2, r2_end = min(r2 + R2, p.T - t0);
+#pragma unroll
+    for (int i = 0; i + 1 < W; ++i) win[i + 1] = ga[r2 + i][j];
+    for (int r = r2; r < r2_end; ++r) {
+#pragma unroll
+      for (int i = 0; i + 1 < W; ++i) win[i] = win[i + 1];
+      win[W - 1] = ga[r + H][j];
+      float d = 0.f;
+#pragma unroll
+      for (int i = 0; i < W; ++i) d = fmaf(w[i], win[H - i], d);
+      dxcol[(t0 + r) * p.dx_st] = static_cast<T>(d);
+    }
+  }
+
+  // Per channel, the block's kGroups partials summed in order of g.
+  float* part = p.part + (static_cast<int64_t>(b) * gridDim.y + blockIdx.y) * (W + 1) * p.C;
+  for (int idx = tid; idx < (W + 1) * kTileC; idx += kThreads) {
+    const int i = idx / kTileC, jj = idx - i * kTileC, c = c_tile + jj;
+    if (c >= p.C) continue;
     float sum = 0.f;
 #pragma unroll
-    for (int r = 0; r < kRuns; ++r) sum += red[r][i][cl];
-    part[static_cast<int64_t>(i) * p.C + cb + cl] = sum;
+    for (int gg = 0; gg < kGroups; ++gg) sum += red[gg][i][jj];
+    part[static_cast<int64_t>(i) * p.C + c] = sum;
   }
 }
 }  // namespace
@@ -157,10 +151,11 @@ std::vector<at::Tensor> short_conv_bwd(const at::Tensor& x, const at::Tensor& w_
   } else {
     dx = ops::empty_output({B, T, C}, x.options());
   }
-  ptrs.push_back(dx.data_ptr());
-  counts.insert(counts.end(), {dx.stride(0), dx.stride(1)});
-  const int V = short_conv::vec_width(x.element_size(), ptrs, counts);
-  const int64_t t_blocks = blocks_for(T, short_conv::kRuns * short_conv::kRun);
+  // 16-byte vectors where every pointer, stride and piece allows them, else single elements.
+  const int64_t E = 16 / x.element_size();
+  const bool wide = short_conv::vec_width(x.element_size(), ptrs, counts, E) == E;
+  const int64_t t_blocks =
+      blocks_for(T, x.scalar_type() == at::kBFloat16 ? tile_steps<c10::BFloat16>() : tile_steps<float>());
   auto part = ops::empty_output({B * t_blocks, W + 1, C}, x.options().dtype(at::kFloat));
   with_type(x.scalar_type(), [&](auto tt) {
     using T_ = decltype(tt);
@@ -170,13 +165,14 @@ std::vector<at::Tensor> short_conv_bwd(const at::Tensor& x, const at::Tensor& w_
     p.gy = short_conv::pieces_of<const T_>(gy, sizes);
     p.dx = dx.data_ptr<T_>(), p.dx_sb = dx.stride(0), p.dx_st = dx.stride(1), p.part = part.data_ptr<float>();
     p.B = static_cast<int>(B), p.T = static_cast<int>(T), p.C = static_cast<int>(C), p.silu = silu;
-    short_conv::dispatch(V, W, [&](auto v, auto wd) {
-      constexpr int Vc = decltype(v)::value, Wc = decltype(wd)::value;
-      const dim3 grid(blocks_for(C / Vc, short_conv::kLanes), static_cast<unsigned>(t_blocks),
-                      static_cast<unsigned>(B)),
-          block(short_conv::kLanes, short_conv::kRuns);
-      short_conv_bwd_kernel<T_, Vc, Wc><<<grid, block, 0, at::cuda::getCurrentCUDAStream()>>>(p);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    constexpr int Ew = 16 / sizeof(T_);
+    short_conv::dispatch(wide ? Ew : 1, W, [&](auto e, auto wd) {
+      constexpr int Ec = decltype(e)::value, Wc = decltype(wd)::value;
+      if constexpr (Ec == Ew || Ec == 1) {
+        const dim3 grid(blocks_for(C, kTileC), static_cast<unsigned>(t_blocks), static_cast<unsigned>(B));
+        short_conv_bwd_kernel<T_, Ec, Wc><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(p);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
     });
   });
   auto sums = part.sum(0);  // [W+1, C], a fixed-order reduction over the blocks

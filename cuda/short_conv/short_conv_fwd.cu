@@ -2,9 +2,10 @@
  *
  *   y[b,t,c] = silu(bias[c] + sum_{i<W} w[c,i] x[b,t-W+1+i,c])      (x = 0 before t = 0)
  *
- * Thread layout in short_conv.cuh: each thread walks kRun steps of V adjacent channels with the last W inputs in
- * registers; one load of x and one store of y per step, V elements per access. y is written as its pieces (the
- * layer's q, k, v or x, B, C), each a contiguous tensor of its own.
+ * Tiles as short_conv.cuh has them: a block copies its tile of x (with W-1 steps of halo) into shared memory in
+ * E-element vectors; then each thread walks a run of steps of one channel with the conv's inputs in registers and
+ * writes y (a warp 32 adjacent channels per store) as its pieces (the layer's q, k, v or x, B, C), each a contiguous
+ * tensor of its own.
  * Saved for backward (by ops/short_conv): x, w, bias; the backward recomputes the conv.
  * Numerics: fp32 taps and arithmetic, x and y in float32 or bfloat16, y rounded once.
  */
@@ -21,38 +22,36 @@ namespace elman::cuda {
 namespace {
 using namespace short_conv;
 
-template <typename scalar_t, int V, int W>
-__global__ void __launch_bounds__(kThreads) short_conv_fwd_kernel(const Params<scalar_t> p) {
-  const int c0 = (blockIdx.x * kLanes + threadIdx.x) * V;
-  const int t0 = (blockIdx.y * kRuns + threadIdx.y) * kRun;
-  if (c0 >= p.C || t0 >= p.T) return;
-  float w[W][V], bias[V];
-  load_taps<V, W>(p, c0, w, bias);
-  const scalar_t* x = p.x + blockIdx.z * p.x_sb + c0;
-  const auto y = piece_row(p.y, blockIdx.z, c0);  // the pieces are whole vectors: V divides their sizes
-  float win[W][V];  // x at t-W+1 .. t
+template <typename T, int E, int W>
+__global__ void __launch_bounds__(kThreads) short_conv_fwd_kernel(const Params<T> p) {
+  constexpr int TT = tile_steps<T>();
+  __shared__ __align__(16) T xs[TT + W - 1][kTileC];  // x at steps t0 - (W-1) + r
+  __shared__ float ws[W][kTileC], bs[kTileC];
+  const int b = blockIdx.z, c_tile = blockIdx.x * kTileC, t0 = blockIdx.y * TT;
+  load_x_tile<T, E, W, TT + W - 1>(p, b, c_tile, t0, xs, ws, bs);
+  __syncthreads();
+  // Channel j, a run of TT / 4 consecutive steps from g TT / 4, the conv's inputs in a window of registers; one value
+  // per store, a warp's 32 adjacent channels at once.
+  constexpr int groups = kThreads / kTileC, R = TT / groups;
+  const int j = threadIdx.x % kTileC, g = threadIdx.x / kTileC, c = c_tile + j;
+  if (c >= p.C) return;
+  const auto y = piece_row(p.y, b, c);
+  float w[W], win[W];
 #pragma unroll
-  for (int i = 0; i + 1 < W; ++i) {
-    const int t = t0 - (W - 1) + i;
-    if (t >= 0) {
-      load<V>(x + t * p.x_st, win[i]);
-    } else {
+  for (int i = 0; i < W; ++i) w[i] = ws[i][j];
+  const float bias = bs[j];
+  const int r0 = g * R, r_end = min(r0 + R, p.T - t0);
 #pragma unroll
-      for (int j = 0; j < V; ++j) win[i][j] = 0.f;
-    }
-  }
-  const int t1 = min(t0 + kRun, p.T);
-#pragma unroll 4
-  for (int t = t0; t < t1; ++t) {
-    load<V>(x + t * p.x_st, win[W - 1]);
-    float a[V];
-    conv<V, W>(w, bias, win, a);
-    if (p.silu) {
+  for (int i = 0; i + 1 < W; ++i) win[i + 1] = static_cast<float>(xs[r0 + i][j]);
+  for (int r = r0; r < r_end; ++r) {
 #pragma unroll
-      for (int j = 0; j < V; ++j) a[j] *= sigmoid(a[j]);
-    }
-    store<V>(y.at + t * y.st, a);
-    shift<V, W>(win);
+    for (int i = 0; i + 1 < W; ++i) win[i] = win[i + 1];
+    win[W - 1] = static_cast<float>(xs[r + W - 1][j]);  // win[i] = x at step t0 + r - (W-1) + i
+    float a = bias;
+#pragma unroll
+    for (int i = 0; i < W; ++i) a = fmaf(w[i], win[i], a);
+    if (p.silu) a *= sigmoid(a);
+    y.at[(t0 + r) * y.st] = static_cast<T>(a);
   }
 }
 }  // namespace
@@ -68,13 +67,10 @@ std::vector<at::Tensor> short_conv_fwd(const at::Tensor& x, const at::Tensor& w_
   auto w = w_in.to(at::kFloat).contiguous();
   auto bias = bias_in.defined() ? bias_in.to(at::kFloat).contiguous() : at::Tensor();
   std::vector<at::Tensor> ys;
-  std::vector<const void*> ptrs{x.data_ptr()};
-  std::vector<int64_t> counts{C, x.stride(0), x.stride(1)};
-  for (int64_t n : sizes) {
-    ys.push_back(ops::empty_output({B, T, n}, x.options()));
-    ptrs.push_back(ys.back().data_ptr()), counts.push_back(n);
-  }
-  const int V = short_conv::vec_width(x.element_size(), ptrs, counts);
+  for (int64_t n : sizes) ys.push_back(ops::empty_output({B, T, n}, x.options()));
+  // x's loads in 16-byte vectors where its pointer and strides allow them, else single elements.
+  const int64_t E = 16 / x.element_size();
+  const bool wide = short_conv::vec_width(x.element_size(), {x.data_ptr()}, {C, x.stride(0), x.stride(1)}, E) == E;
   with_type(x.scalar_type(), [&](auto tt) {
     using T_ = decltype(tt);
     short_conv::Params<T_> p{};
@@ -82,13 +78,15 @@ std::vector<at::Tensor> short_conv_fwd(const at::Tensor& x, const at::Tensor& w_
     p.w = w.data_ptr<float>(), p.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
     p.y = short_conv::pieces_of<T_>(ys, sizes);
     p.B = static_cast<int>(B), p.T = static_cast<int>(T), p.C = static_cast<int>(C), p.silu = silu;
-    short_conv::dispatch(V, W, [&](auto v, auto wd) {
-      constexpr int Vc = decltype(v)::value, Wc = decltype(wd)::value;
-      const dim3 grid(blocks_for(C / Vc, short_conv::kLanes), blocks_for(T, short_conv::kRuns * short_conv::kRun),
-                      static_cast<unsigned>(B)),
-          block(short_conv::kLanes, short_conv::kRuns);
-      short_conv_fwd_kernel<T_, Vc, Wc><<<grid, block, 0, at::cuda::getCurrentCUDAStream()>>>(p);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    constexpr int Ew = 16 / sizeof(T_);
+    short_conv::dispatch(wide ? Ew : 1, W, [&](auto e, auto wd) {
+      constexpr int Ec = decltype(e)::value, Wc = decltype(wd)::value;
+      if constexpr (Ec == Ew || Ec == 1) {
+        const dim3 grid(blocks_for(C, short_conv::kTileC), blocks_for(T, short_conv::tile_steps<T_>()),
+                        static_cast<unsigned>(B));
+        short_conv_fwd_kernel<T_, Ec, Wc><<<grid, short_conv::kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(p);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
     });
   });
   return ys;
