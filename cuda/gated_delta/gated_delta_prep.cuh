@@ -65,12 +65,41 @@ __device__ __forceinline__ void load_f32(Op* dst, int ld, const float* __restric
   }
 }
 
+// GatedDeltaNet's L2 norms of q and k, fused (qk_l2norm): q^ = c_q q / sqrt(sum_d q_d^2 + kL2Eps) with c_q = 1/sqrt(K)
+// (q is also scaled), k^ = k / sqrt(sum_d k_d^2 + kL2Eps).
+constexpr float kL2Eps = 1e-6f;
+constexpr float kQScale = 0.08838834764831845f;  // 1 / sqrt(kK)
+
 // Sum over the 8 lanes of a row-pass row (lanes 8 m .. 8 m + 7); every lane gets the same value.
 __device__ __forceinline__ float sum8(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 1);
   x += __shfl_xor_sync(0xffffffffu, x, 2);
   x += __shfl_xor_sync(0xffffffffu, x, 4);
   return x;
+}
+
+// The factors of the fused L2 norms per row of the chunk: rq[i] = c_q / sqrt(|q_i|^2 + kL2Eps), rk[i] =
+// 1 / sqrt(|k_i|^2 + kL2Eps) (so q^_i = rq[i] q_i, k^_i = rk[i] k_i), 1 on padded rows (i >= n, q = k = 0) and
+// everywhere when !l2. Row-pass layout, sums in fp32 from q, k read exactly; the caller syncs before reading them.
+__device__ __forceinline__ void l2_factors(bool l2, const In& q, const In& k, int b, int t0, int h, int n, float* rq,
+                                           float* rk) {
+  const int r = threadIdx.x >> 3, part = threadIdx.x & 7;
+  const bool on = l2 && r < n;
+  float sq = 0.f, sk = 0.f;
+  if (on) {
+    const int64_t qrow = row_of(q, b, t0 + r, h), krow = row_of(k, b, t0 + r, h);
+#pragma unroll 4
+    for (int m = 0; m < kK / 8; ++m) {
+      const int d = part + 8 * m;
+      const float qv = ld_in(q, qrow + d * q.sd), kv = ld_in(k, krow + d * k.sd);
+      sq = fmaf(qv, qv, sq), sk = fmaf(kv, kv, sk);
+    }
+  }
+  sq = sum8(sq), sk = sum8(sk);
+  if (part == 0) {
+    rq[r] = on ? kQScale * rsqrtf(sq + kL2Eps) : 1.f;
+    rk[r] = on ? rsqrtf(sk + kL2Eps) : 1.f;
+  }
 }
 
 // The chunk's decays (as ops::gated_delta_chunk_prep forms them), from g, beta at element `off` of row t0 (stride

@@ -10,12 +10,14 @@
  *   A          dbeta_i += sum_j dA_ij M_ij D_ij,  dD += beta_i dA o M,  dM = beta_i dA o D,  dk += (dM + dM^T) K
  *   P          dN = dP o D (lower, diagonal included),  dD += dP o N,  dq += dN K,  dk += dN^T Q
  *   Qg, Kl     dq += exp(G) dQg,  dG += exp(G) (q . dQg);  dk += lam dKl,  dseg[L-1][j] += lam_j (k_j . dKl_j)
+ *   L2 norms   (qk_l2norm: q, k above are q^ = rq q, k^ = rk k, l2_factors) dk = rk dk^ - rk^3 (k . dk^) k,
+ *              dq = rq dq^ - K rq^3 (q . dq^) q
  *   decay      dG[L-1] += exp(G_{L-1}) ddecay
  *   g          dseg = dD o D (strictly lower) and the Kl term;  dg_k = sum_{j<k} sum_{i>=k} dseg[i][j] + sum_{i>=k} dG_i
  *              (seg[i][j] holds g_k for j < k <= i, G_i for k <= i): column suffix sums, then row sums.
  *
  * Steps and shared memory (byte offsets in PrepBwdSmem; fp32 tiles [L][ldLf] / [L][ldKf], Op tiles [L][Geo<Op>::ld*]):
- *   vec  g, beta, exp(G), beta exp(G), lam, dG, dbeta, dlam   8 x 64 fp32
+ *   vec  g, beta, exp(G), beta exp(G), lam, dG, dbeta, dlam, rq, rk   10 x 64 fp32
  *   D    [L,L] fp32    the decay mask
  *   K    [L,K] Op      K of the chunk
  *   Fk   [L,K] fp32    dR_W, then dk's accumulator
@@ -32,7 +34,7 @@
  *   3. E T^T and M = K K^T; row pass: dA, dbeta, dD, dM + dM^T
  *   4. N = Q K^T; dN, dD += dP o N
  *   5. dk += (dM + dM^T) K + dN^T Q, dq = dN K
- *   6. row pass: dk += lam dKl, dq += exp(G) dQg (written), dlam, dG
+ *   6. row pass: dk += lam dKl, dq += exp(G) dQg, then the fused L2 norms' backward (written), dlam, dG
  *   7. dseg and its column suffix sums; row pass: dg and dbeta (written)
  * Numerics: every sum and every elementwise term in fp32 with q, k, v read exactly from global memory; only the
  * products' operands are the operand type (bf16: tensor cores, operands rounded to bf16).
@@ -56,13 +58,14 @@ struct PrepBwdParams {
   void *dq, *dk, *dv;  // contiguous [B,T,H,*] in q's, k's, v's dtypes
   float *dg, *dbeta;
   int steps, nc, H, V;
+  bool l2;  // q, k L2-normalised by the forward (qk_l2norm)
 };
 
 template <typename Op>
 struct PrepBwdSmem {
   using G = Geo<Op>;
   static constexpr size_t vec = 0;
-  static constexpr size_t D = carve(vec, sizeof(float) * 8 * kL);
+  static constexpr size_t D = carve(vec, sizeof(float) * 10 * kL);
   static constexpr size_t K = carve(D, sizeof(float) * kL * ldLf);
   static constexpr size_t Fk = carve(K, sizeof(Op) * kL * G::ldK);
   static constexpr size_t X = carve(Fk, sizeof(float) * kL * ldKf);
@@ -84,7 +87,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_bwd_kernel(const
   extern __shared__ __align__(128) unsigned char smem[];
   float* gs = reinterpret_cast<float*>(smem + Sm::vec);
   float *bs = gs + kL, *gam = bs + kL, *wsc = gam + kL, *lam = wsc + kL, *dG = lam + kL, *dbe = dG + kL,
-        *dlam = dbe + kL;
+        *dlam = dbe + kL, *rq = dlam + kL, *rk = rq + kL;
   float* D = reinterpret_cast<float*>(smem + Sm::D);
   Op* Ks = reinterpret_cast<Op*>(smem + Sm::K);
   float* Fk = reinterpret_cast<float*>(smem + Sm::Fk);
@@ -103,9 +106,10 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_bwd_kernel(const
   const int64_t tile = static_cast<int64_t>(bch) * kL;
   const int64_t orow = (static_cast<int64_t>(b) * p.steps + t0 + r) * p.H + h;  // row r of the [B,T,H,*] outputs
 
+  l2_factors(p.l2, p.q, p.k, b, t0, h, n, rq, rk);  // read after chunk_decays' barriers
   chunk_decays(p.g, p.beta, (static_cast<int64_t>(b) * p.steps + t0) * p.H + h, p.H, n, gs, bs, gam, wsc, lam, D);
   copy_tile(Ts, ldL, p.Tm + tile * kL, kL, kL, kL);
-  load_rows<Op, kK>(Ks, ldK, p.k, b, t0, h, n, 0, nullptr);
+  load_rows<Op, kK>(Ks, ldK, p.k, b, t0, h, n, 0, rk);
   load_f32<Op, kK>(Xk, ldK, p.dW + tile * kK, kK);
   __syncthreads();
 
@@ -123,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_bwd_kernel(const
       Xk[r * ldK + d] = from_f<Op>(f);
       Fk[r * ldKf + d] = f * wsc[r];
     }
-    s = sum8(s);
+    s = sum8(s) * rk[r];  // k^ . dR_W
     if (part == 0) {
       dbe[r] = s * gam[r];
       dG[r] = s * bs[r] * gam[r];
@@ -203,7 +207,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_bwd_kernel(const
   __syncthreads();
 
   // 4. N = Q K^T; dN = dP o D (operand, into s2), dD += dP o N.
-  load_rows<Op, kK>(Xk, ldK, p.q, b, t0, h, n, 0, nullptr);
+  load_rows<Op, kK>(Xk, ldK, p.q, b, t0, h, n, 0, rq);
   __syncthreads();
   mm<Op, kL, kL>(s0, ldLf, false, 0.f, term<Op>(Xk, ldK, false, Ks, ldK, true, kK));
   __syncthreads();
@@ -228,28 +232,42 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_bwd_kernel(const
   mm<Op, kL, kK>(Fq, ldKf, false, 0.f, term<Op>(dN, ldL, false, Ks, ldK, false, kL));
   __syncthreads();
 
-  // 6. dk += lam dKl, dq += exp(G) dQg, written; dlam = lam (k . dKl), dG += exp(G) (q . dQg).
+  // 6. dk^ = Fk + lam dKl, dq^ = Fq + exp(G) dQg; dlam = lam (k^ . dKl), dG += exp(G) (q^ . dQg); then through the
+  //    fused L2 norms (k^ = rk k, q^ = rq q) dk = rk dk^ - rk^3 (k . dk^) k and dq = rq dq^ - K rq^3 (q . dq^) q
+  //    (without them dk = dk^, dq = dq^), written.
   {
     const int64_t krow = valid ? row_of(p.k, b, t0 + r, h) : 0, qrow = valid ? row_of(p.q, b, t0 + r, h) : 0;
     const float* dkl = p.dKl + (tile + r) * kK;
     const float* dqg = p.dQg + (tile + r) * kK;
-    float sk = 0.f, sq = 0.f;
-#pragma unroll 4
+    float gk[kK / 8], gq[kK / 8];  // this lane's columns of dk^ and dq^
+    float sk = 0.f, sq = 0.f, nk = 0.f, nq = 0.f;
+#pragma unroll
     for (int m = 0; m < kK / 8; ++m) {
       const int d = part + 8 * m;
       const float a = __ldg(dkl + d), e = __ldg(dqg + d);
+      gk[m] = Fk[r * ldKf + d] + a * lam[r];
+      gq[m] = Fq[r * ldKf + d] + e * gam[r];
       if (valid) {
-        sk = fmaf(ld_in(p.k, krow + d * p.k.sd), a, sk);
-        sq = fmaf(ld_in(p.q, qrow + d * p.q.sd), e, sq);
-        st_out(p.dk, p.k.bf16, orow * kK + d, Fk[r * ldKf + d] + a * lam[r]);
-        st_out(p.dq, p.q.bf16, orow * kK + d, Fq[r * ldKf + d] + e * gam[r]);
+        const float kv = ld_in(p.k, krow + d * p.k.sd), qv = ld_in(p.q, qrow + d * p.q.sd);
+        sk = fmaf(kv, a, sk), sq = fmaf(qv, e, sq);
+        nk = fmaf(kv, gk[m], nk), nq = fmaf(qv, gq[m], nq);
       }
     }
-    sk = sum8(sk);
-    sq = sum8(sq);
+    sk = sum8(sk) * rk[r], sq = sum8(sq) * rq[r], nk = sum8(nk), nq = sum8(nq);
     if (part == 0) {
       dlam[r] = sk * lam[r];
       dG[r] += sq * gam[r];
+    }
+    if (valid) {
+      const float ak = rk[r], aq = rq[r];
+      const float bk = p.l2 ? ak * ak * ak * nk : 0.f, bq = p.l2 ? static_cast<float>(kK) * aq * aq * aq * nq : 0.f;
+#pragma unroll 4
+      for (int m = 0; m < kK / 8; ++m) {
+        const int d = part + 8 * m;
+        const float kv = p.l2 ? ld_in(p.k, krow + d * p.k.sd) : 0.f, qv = p.l2 ? ld_in(p.q, qrow + d * p.q.sd) : 0.f;
+        st_out(p.dk, p.k.bf16, orow * kK + d, ak * gk[m] - bk * kv);
+        st_out(p.dq, p.q.bf16, orow * kK + d, aq * gq[m] - bq * qv);
+      }
     }
   }
   __syncthreads();
@@ -290,7 +308,8 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_bwd_kernel(const
 std::vector<at::Tensor> gated_delta_prep_bwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                              const at::Tensor& g, const at::Tensor& beta, const at::Tensor& T,
                                              const at::Tensor& dW, const at::Tensor& dUt, const at::Tensor& dQg,
-                                             const at::Tensor& dKl, const at::Tensor& dP, const at::Tensor& ddecay) {
+                                             const at::Tensor& dKl, const at::Tensor& dP, const at::Tensor& ddecay,
+                                             bool qk_l2norm) {
   const c10::cuda::CUDAGuard guard(q.device());
   check_prep_inputs("gated_delta_prep_bwd", q, k, v, g, beta);
   const int64_t B = q.size(0), steps = q.size(1), H = q.size(2), V = v.size(3), nc = (steps + kL - 1) / kL;
@@ -321,7 +340,7 @@ std::vector<at::Tensor> gated_delta_prep_bwd(const at::Tensor& q, const at::Tens
     p.dKl = dKl.data_ptr<float>(), p.dP = dP.data_ptr<float>(), p.ddecay = ddecay.data_ptr<float>();
     p.dq = dq.data_ptr(), p.dk = dk.data_ptr(), p.dv = dv.data_ptr();
     p.dg = dg.data_ptr<float>(), p.dbeta = dbeta.data_ptr<float>();
-    p.steps = int(steps), p.nc = int(nc), p.H = int(H), p.V = int(V);
+    p.steps = int(steps), p.nc = int(nc), p.H = int(H), p.V = int(V), p.l2 = qk_l2norm;
     const size_t smem = PrepBwdSmem<Op>::bytes;
     C10_CUDA_CHECK(cudaFuncSetAttribute(gated_delta_prep_bwd_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem)));

@@ -1,7 +1,8 @@
 /* The gated delta rule's chunk preparation, forward (gated_delta_prep.h has the math): one block of kThreads per
  * (batch b, chunk c, head h), b-major then c then h, i.e. block (b * nc + c) * H + h owns row block bch of every
  * [B,nc,H,L,*] output.
- *   1. g, beta -> exp(G), the segment-sum mask D, exp(seg[L-1][.]) (chunk_decays); K, Q rows into shared memory;
+ *   1. with qk_l2norm, the rows' L2-norm factors (l2_factors: q and k read as q^ = rq q, k^ = rk k from here on);
+ *      g, beta -> exp(G), the segment-sum mask D, exp(seg[L-1][.]) (chunk_decays); K, Q rows into shared memory;
  *   2. M = K K^T, N = Q K^T (block products, fp32 accumulators);
  *   3. A = strictly-lower(beta_i M_ij D_ij) in place of M; P = N o D, Qg = exp(G) Q, Kl = exp(seg[L-1]) K and decay
  *      straight to global memory (q, k re-read from global memory in fp32, exact; every output but decay is
@@ -13,7 +14,7 @@
  * operands rounded to bf16; fp32: CUDA-core FMAs, as LibTorch's fp32 matmuls without TF32).
  *
  * Shared memory (byte offsets in PrepFwdSmem; fp32 [L,L] tiles have leading dim ldLf = 68):
- *   vec  g, beta, exp(G), beta exp(G), exp(seg[L-1][.])   5 x 64 fp32
+ *   vec  g, beta, exp(G), beta exp(G), exp(seg[L-1][.]), rq, rk   7 x 64 fp32
  *   D    [L,L]  fp32   the decay mask
  *   K    [L,K]  Op     K of the chunk (padded rows zero)
  *   Q    [L,K]  Op     Q, then R_W = diag(beta exp(G)) K
@@ -42,13 +43,14 @@ struct PrepFwdParams {
   float* decay;
   Op* Tm;
   int steps, nc, H, V;
+  bool l2;  // q, k L2-normalised here (qk_l2norm)
 };
 
 template <typename Op>
 struct PrepFwdSmem {
   using G = Geo<Op>;
   static constexpr size_t vec = 0;
-  static constexpr size_t D = carve(vec, sizeof(float) * 5 * kL);
+  static constexpr size_t D = carve(vec, sizeof(float) * 7 * kL);
   static constexpr size_t K = carve(D, sizeof(float) * kL * ldLf);
   static constexpr size_t Q = carve(K, sizeof(Op) * kL * G::ldK);
   static constexpr size_t M = carve(Q, sizeof(Op) * kL * G::ldK);
@@ -65,7 +67,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_fwd_kernel(const
   constexpr int ldK = G::ldK, ldL = G::ldL;
   extern __shared__ __align__(128) unsigned char smem[];
   float* gs = reinterpret_cast<float*>(smem + Sm::vec);
-  float *bs = gs + kL, *gam = bs + kL, *wsc = gam + kL, *lam = wsc + kL;
+  float *bs = gs + kL, *gam = bs + kL, *wsc = gam + kL, *lam = wsc + kL, *rq = lam + kL, *rk = rq + kL;
   float* D = reinterpret_cast<float*>(smem + Sm::D);
   Op* Ks = reinterpret_cast<Op*>(smem + Sm::K);
   Op* Qs = reinterpret_cast<Op*>(smem + Sm::Q);
@@ -78,9 +80,10 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_fwd_kernel(const
   const int t0 = c * kL, n = min(kL, p.steps - t0);
   const int64_t tile = static_cast<int64_t>(bch) * kL;  // row 0 of this block's [L, *] output tiles
 
+  l2_factors(p.l2, p.q, p.k, b, t0, h, n, rq, rk);  // read after chunk_decays' barriers
   chunk_decays(p.g, p.beta, (static_cast<int64_t>(b) * p.steps + t0) * p.H + h, p.H, n, gs, bs, gam, wsc, lam, D);
-  load_rows<Op, kK>(Ks, ldK, p.k, b, t0, h, n, 0, nullptr);
-  load_rows<Op, kK>(Qs, ldK, p.q, b, t0, h, n, 0, nullptr);
+  load_rows<Op, kK>(Ks, ldK, p.k, b, t0, h, n, 0, rk);
+  load_rows<Op, kK>(Qs, ldK, p.q, b, t0, h, n, 0, rq);
   __syncthreads();
   mm<Op, kL, kL>(Mf, ldLf, false, 0.f, term<Op>(Ks, ldK, false, Ks, ldK, true, kK));  // K K^T
   mm<Op, kL, kL>(Nf, ldLf, false, 0.f, term<Op>(Qs, ldK, false, Ks, ldK, true, kK));  // Q K^T
@@ -101,10 +104,11 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_fwd_kernel(const
       qv = ld_in(p.q, row_of(p.q, b, t0 + i, h) + d * p.q.sd);
       kv = ld_in(p.k, row_of(p.k, b, t0 + i, h) + d * p.k.sd);
     }
-    Qg[idx] = from_f<Op>(qv * gam[i]);
-    Kl[idx] = from_f<Op>(kv * lam[i]);
+    Qg[idx] = from_f<Op>(qv * rq[i] * gam[i]);
+    Kl[idx] = from_f<Op>(kv * rk[i] * lam[i]);
   }
   if (threadIdx.x == 0) p.decay[bch] = gam[kL - 1];
+  if (threadIdx.x < kL) wsc[threadIdx.x] *= rk[threadIdx.x];  // R_W's row scale now takes k^ = rk k
   __syncthreads();
 
   unit_lower_inverse<Op>(Mf, Nf, Top, ldL);  // T (Q K^T in N was consumed above)
@@ -116,7 +120,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_fwd_kernel(const
     const int i = idx / kL, j = idx - i * kL;
     Tm[idx] = Top[i * ldL + j];
   }
-  load_rows<Op, kK>(Qs, ldK, p.k, b, t0, h, n, 0, wsc);  // R_W = diag(beta exp(G)) K
+  load_rows<Op, kK>(Qs, ldK, p.k, b, t0, h, n, 0, wsc);  // R_W = diag(beta exp(G)) K^
   __syncthreads();
   mm_out<Op, kL, kK>(p.W + tile * kK, kK, scratch, term<Op>(Top, ldL, false, Qs, ldK, false, kL));
   for (int v0 = 0; v0 < p.V; v0 += kVT) {
@@ -130,7 +134,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_fwd_kernel(const
 }  // namespace
 
 std::vector<at::Tensor> gated_delta_prep_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                             const at::Tensor& g, const at::Tensor& beta, bool bf16) {
+                                             const at::Tensor& g, const at::Tensor& beta, bool bf16, bool qk_l2norm) {
   const c10::cuda::CUDAGuard guard(q.device());
   check_prep_inputs("gated_delta_prep_fwd", q, k, v, g, beta);
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), V = v.size(3), nc = (T + kL - 1) / kL;
@@ -150,7 +154,7 @@ std::vector<at::Tensor> gated_delta_prep_fwd(const at::Tensor& q, const at::Tens
     auto ptr = [](at::Tensor& t) { return reinterpret_cast<Op*>(t.data_ptr()); };
     p.W = ptr(W), p.Ut = ptr(Ut), p.Qg = ptr(Qg), p.Kl = ptr(Kl), p.P = ptr(P), p.decay = decay.data_ptr<float>();
     p.Tm = ptr(Tm);
-    p.steps = int(T), p.nc = int(nc), p.H = int(H), p.V = int(V);
+    p.steps = int(T), p.nc = int(nc), p.H = int(H), p.V = int(V), p.l2 = qk_l2norm;
     const size_t smem = PrepFwdSmem<Op>::bytes;
     C10_CUDA_CHECK(cudaFuncSetAttribute(gated_delta_prep_fwd_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem)));

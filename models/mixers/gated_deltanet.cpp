@@ -5,7 +5,6 @@
 #include "models/param.h"
 #include "ops/gated_delta/gated_delta.h"
 #include "ops/gated_norm/gated_norm.h"
-#include "ops/rms_norm/rms_norm.h"
 #include "ops/short_conv/short_conv.h"
 
 namespace elman::models {
@@ -47,22 +46,14 @@ torch::Tensor GatedDeltaNetMixer::forward(const torch::Tensor& u) {
                                          fused_impl_, split.slots[0]);
   auto gate = pieces[1].reshape({Bsz, T, H, dv_});
   const auto &a = pieces[2], &b = pieces[3];
-  // L2-normalised q and k, q also scaled by 1/sqrt(K): x / sqrt(sum x^2 + 1e-6) is an RMSNorm of eps 1e-6 / K
-  // with the constant weight 1/sqrt(K) (times 1/sqrt(K) more for q), so each is one fused pass (our add_rms_norm
-  // kernel, without the add) instead of a chain of fp32 LibTorch ops; q, k come out in the dtype the state pass
-  // multiplies them in (bf16 under autocast).
-  const double K = static_cast<double>(dk_);
-  auto l2norm = [&](const torch::Tensor& x, double scale) {
-    const auto w = torch::full({dk_}, scale, u.options().dtype(torch::kFloat));
-    return ops::add_rms_norm(x.view({Bsz, T, H, dk_}), torch::Tensor(), w, 1e-6 / K, ops::autocast_dtype_or(u),
-                             fused_impl_)[1];
-  };
-  auto q = l2norm(qkv[0], 1.0 / K);
-  auto k = l2norm(qkv[1], 1.0 / std::sqrt(K));
+  // q and k are L2-normalised (q also scaled by 1/sqrt(K)) inside gated_delta (qk_l2norm): the kernel does it in
+  // its chunk preparation, forward and backward, rather than in passes of their own over q and k.
+  auto q = qkv[0].view({Bsz, T, H, dk_});
+  auto k = qkv[1].view({Bsz, T, H, dk_});
   auto v = qkv[2].view({Bsz, T, H, dv_});
   auto beta = torch::sigmoid(b.to(torch::kFloat));
   auto g = -torch::exp(A_log_.to(torch::kFloat)) * torch::softplus(a.to(torch::kFloat) + dt_bias_.to(torch::kFloat));
-  auto o = ops::gated_delta(q, k, v, g, beta, torch::Tensor(), impl_)[0];  // [B,T,H,V]
+  auto o = ops::gated_delta(q, k, v, g, beta, torch::Tensor(), impl_, /*qk_l2norm=*/true)[0];  // [B,T,H,V]
   // Gated RMSNorm per head, in the autocast dtype under autocast (out_proj reads it without a cast), else u's.
   auto normed = ops::gated_rms_norm(o, gate, o_norm_, ops::GateOrder::NormThenGate, 1e-5, ops::autocast_dtype_or(u),
                                     fused_impl_, split.slots[1]);

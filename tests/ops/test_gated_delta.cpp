@@ -313,6 +313,37 @@ TEST_CASE("the gated_delta kernel matches the reference and the chunked scan: fo
   }
 }
 
+TEST_CASE("the gated_delta kernel with q and k L2-normalised inside (qk_l2norm) matches the reference and the chunked scan",
+          "[gated_delta][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  using Pair = std::pair<int64_t, int64_t>;
+  const auto tb = GENERATE(values<Pair>({{1, 3}, {65, 1}, {257, 3}}));  // (T, B)
+  const auto V = GENERATE(values<int64_t>({256, 64}));
+  const auto dtype = GENERATE(torch::kFloat, torch::kBFloat16);
+  const int64_t T = tb.first, B = tb.second, H = 2, K = 128;
+  const std::string name = "l2-T" + std::to_string(T) + "-B" + std::to_string(B) + "-V" + std::to_string(V) +
+                           (dtype == torch::kFloat ? "-fp32" : "-bf16");
+  SECTION(name) {
+    torch::manual_seed(T * 3 + B + V);
+    auto in = make_inputs(B, T, H, K, V, dtype, torch::kCUDA);
+    // Raw q, k as the conv gives them: norms far from 1, one row of each all zeros (its norm is the epsilon's).
+    auto f = torch::TensorOptions().dtype(torch::kFloat).device(torch::kCUDA);
+    in.q = (3 * torch::randn({B, T, H, K}, f)).to(dtype), in.k = (0.3 * torch::randn({B, T, H, K}, f)).to(dtype);
+    in.q[0][T - 1][0].zero_(), in.k[0][0][H - 1].zero_();
+    auto with_l2 = [](ops::Impl impl) {
+      return [impl](const std::vector<torch::Tensor>& a) {
+        return ops::gated_delta(a[0], a[1], a[2], a[3], a[4], a[5], impl, /*qk_l2norm=*/true);
+      };
+    };
+    auto ker = run(in, with_l2(ops::Impl::Kernel));
+    const bool f32 = dtype == torch::kFloat;
+    expect_kernel_close(name + " vs reference", run(in, with_l2(ops::Impl::Reference)), ker, f32 ? 1e-4 : 2e-2,
+                        f32 ? 1e-4 : 5e-2);
+    expect_kernel_close(name + " vs chunked", run(in, with_l2(ops::Impl::Chunked)), ker, f32 ? 1e-4 : 2e-2,
+                        f32 ? 1e-4 : 5e-2);
+  }
+}
+
 TEST_CASE("the gated_delta kernel: no initial state, only o or only S_T in the loss, strided inputs", "[gated_delta][gpu]") {
   REQUIRE(torch::cuda::is_available());
   torch::manual_seed(8);
