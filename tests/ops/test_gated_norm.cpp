@@ -56,14 +56,8 @@ std::vector<torch::Tensor> run(const Inputs& in, GateOrder order, at::ScalarType
   torch::Tensor z = zw;
   ops::GradSlot slot;
   if (in.zwidth > 0) {  // z is a piece of its projection's split, with the piece's gradient slot, as in the layers
-    const int64_t width = in.shape[in.shape.size() - 2] * in.shape.back();
-    std::vector<int64_t> cols;
-    if (in.offset > 0) cols.push_back(in.offset);
-    cols.push_back(width);
-    if (in.zwidth > in.offset + width) cols.push_back(in.zwidth - in.offset - width);
-    const auto split = ops::split_with_slots(zw, cols);
-    const int k = in.offset > 0 ? 1 : 0;
-    z = split.pieces[k].view(in.shape), slot = split.slots[k];
+    auto [piece, piece_slot] = test::slotted_columns(zw, in.offset, in.shape[in.shape.size() - 2] * in.shape.back());
+    z = piece.view(in.shape), slot = piece_slot;
   }
   auto n = ops::gated_rms_norm(y, z, w, order, 1e-5, out, impl, slot);
   const auto lt = out == torch::kDouble ? torch::kDouble : torch::kFloat;

@@ -188,13 +188,8 @@ TEST_CASE("short_conv kernel writes y in pieces, reads their gradients where the
     // Forward + backward of sum_i (y_i . gy_i) over the used pieces: {y (pieces concatenated), dxw, dw, dbias}.
     auto go = [&](ops::Impl impl, const Inputs& at, int64_t* copies) {
       auto xw = test::leaf(at.xw), w = test::leaf(at.w), bias = test::leaf(at.bias);
-      std::vector<int64_t> cols;
-      if (c.offset > 0) cols.push_back(c.offset);
-      cols.push_back(C);
-      if (c.width > c.offset + C) cols.push_back(c.width - c.offset - C);
-      const auto split = ops::split_with_slots(xw, cols);
-      const int k = c.offset > 0 ? 1 : 0;
-      auto ys = ops::short_conv_split(split.pieces[k], w, bias, true, c.sizes, impl, split.slots[k]);
+      const auto [x, slot] = test::slotted_columns(xw, c.offset, C);
+      auto ys = ops::short_conv_split(x, w, bias, true, c.sizes, impl, slot);
       REQUIRE(ys.size() == c.sizes.size());
       const auto gy = at.gy.split_with_sizes(c.sizes, -1);
       torch::Tensor loss = torch::zeros({}, xw.options().dtype(torch::kFloat));

@@ -5,8 +5,10 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "ops/common/grad_sink.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
 
@@ -45,6 +47,18 @@ void require_error(F&& f, const std::string& needle) {
     CHECK(msg.find(needle) != std::string::npos);
     CHECK(msg.find('\n') == std::string::npos);
   }
+}
+
+// The columns [offset, offset + n) of `wide` (along its last dim) as a piece of a split_with_slots of it, with the
+// piece's gradient slot: an op's input as the layers give it (a piece of their projection).
+inline std::pair<torch::Tensor, ops::GradSlot> slotted_columns(const torch::Tensor& wide, int64_t offset, int64_t n) {
+  std::vector<int64_t> cols;
+  if (offset > 0) cols.push_back(offset);
+  cols.push_back(n);
+  if (wide.size(-1) > offset + n) cols.push_back(wide.size(-1) - offset - n);
+  const auto split = ops::split_with_slots(wide, cols);
+  const size_t k = offset > 0 ? 1 : 0;
+  return {split.pieces[k], split.slots[k]};
 }
 
 // While alive, cuDNN runs fp32 convolutions in true fp32 (LibTorch lets it use TF32 by default), so that fp32
