@@ -6,10 +6,12 @@
 
 namespace elman::ops {
 
-torch::Tensor detail::GradSink::columns(int64_t piece) {
+torch::Tensor detail::GradSink::buffer() {
   if (!buf.defined()) buf = torch::empty_strided(shape, strides, options);
-  return buf.narrow(-1, offsets[piece], sizes[piece]);
+  return buf;
 }
+
+torch::Tensor detail::GradSink::columns(int64_t piece) { return buffer().narrow(-1, offsets[piece], sizes[piece]); }
 
 namespace {
 std::atomic<int64_t> g_copies{0};
@@ -31,10 +33,9 @@ struct SplitWithSlotsFunction : public torch::autograd::Function<SplitWithSlotsF
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto sink = sink_of(ctx->saved_data["sink"]);
-    torch::Tensor dy;
+    const auto dy = sink->buffer();
     for (size_t i = 0; i < grads.size(); ++i) {
       auto cols = sink->columns(static_cast<int64_t>(i));
-      if (i == 0) dy = sink->buf;
       const auto& g = grads[i];
       if (!g.defined()) {
         cols.zero_();

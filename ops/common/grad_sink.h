@@ -26,7 +26,8 @@ struct GradSink : torch::CustomClassHolder {
   std::vector<const void*> data;  // the pieces' data in the forward
   std::vector<bool> taken;        // claimed in this backward pass
   torch::Tensor buf;
-  torch::Tensor columns(int64_t piece);  // piece's columns of buf (allocated here if need be)
+  torch::Tensor buffer();                // buf, allocated here if need be
+  torch::Tensor columns(int64_t piece);  // piece's columns of buffer()
 };
 }  // namespace detail
 
