@@ -7,18 +7,21 @@
 // Tiles: one block of kThreads per kTileC channels x tile_steps<T>() steps of one batch row (blockIdx = channel
 // tile, step tile, batch row). A block first copies its tile of x (and, backward, of gy), with the W-1 steps of
 // halo the conv needs, into shared memory, every thread issuing all of its vector loads (E elements: 16 bytes where
-// every pointer, stride and piece allows, else 1) before any is used; then it computes from shared memory and
-// writes its outputs in E-element vectors.
+// every pointer, stride and piece allows, else 1) before any is used; then each thread walks a run of steps of one
+// channel from shared memory, a warp storing 32 adjacent channels of a step at once.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
 
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
-#include "cuda/common/vec.cuh"
+#include "cuda/common/cuda_check.h"
 #include "cuda/common/sigmoid.cuh"
+#include "cuda/common/vec.cuh"
 
 namespace elman::cuda::short_conv {
 
@@ -132,37 +135,38 @@ Pieces<P> pieces_of(const std::vector<at::Tensor>& ts, const std::vector<int64_t
   return ps;
 }
 
-// Host: the widest vector of V in {max_v, max_v / 2, ..., 1} elements (max_v a power of 2) of es bytes such that
-// every non-null pointer is V-element aligned and every count (the channels, the pieces' sizes, the row strides, in
-// elements) is a multiple of V.
-inline int vec_width(int64_t es, const std::vector<const void*>& ptrs, const std::vector<int64_t>& counts,
-                     int64_t max_v) {
-  for (int64_t V = max_v; V > 1; V /= 2) {
-    bool ok = true;
-    for (const void* p : ptrs) ok = ok && reinterpret_cast<uintptr_t>(p) % (V * es) == 0;
-    for (int64_t s : counts) ok = ok && s % V == 0;
-    if (ok) return static_cast<int>(V);
-  }
-  return 1;
+// Host: whether the tiles' loads may take 16-byte vectors: every non-null pointer 16-byte aligned and every count
+// (the channels, the pieces' sizes, the row strides, in elements of es bytes) a multiple of the vector.
+inline bool vectors_fit(int64_t es, const std::vector<const void*>& ptrs, const std::vector<int64_t>& counts) {
+  const int64_t E = 16 / es;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  for (int64_t s : counts)
+    if (s % E != 0) return false;
+  return true;
 }
 
-// Host: calls f(V, W) with both as std::integral_constant (V in {8, 4, 2, 1}, W in 1..kMaxW); the callers
-// instantiate their kernels only for the V they launch.
-template <typename F>
-void dispatch(int V, int64_t W, F&& f) {
-  auto with_w = [&](auto v) {
+// Host: launches kernel<T, E, W> (E = 16 bytes of T when `wide`, else 1; W in 1..kMaxW) over the tiles of x
+// [B,T,C] with params p, on the current stream. `kernel` is a callable template, called with E and W as
+// std::integral_constant to name the instantiation.
+template <typename T, typename K>
+void launch_tiles(bool wide, int64_t W, int64_t B, int64_t steps, int64_t C, const Params<T>& p, K&& kernel) {
+  const dim3 grid(blocks_for(C, kTileC), blocks_for(steps, tile_steps<T>()), static_cast<unsigned>(B));
+  auto with_e = [&](auto e) {
+    auto go = [&](auto w) {
+      kernel(e, w)<<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(p);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
     switch (W) {
-      case 1: f(v, std::integral_constant<int, 1>{}); break;
-      case 2: f(v, std::integral_constant<int, 2>{}); break;
-      case 3: f(v, std::integral_constant<int, 3>{}); break;
-      case 4: f(v, std::integral_constant<int, 4>{}); break;
+      case 1: go(std::integral_constant<int, 1>{}); break;
+      case 2: go(std::integral_constant<int, 2>{}); break;
+      case 3: go(std::integral_constant<int, 3>{}); break;
+      case 4: go(std::integral_constant<int, 4>{}); break;
       default: TORCH_CHECK(false, "short_conv: the CUDA kernel supports widths W <= ", kMaxW, ", got ", W);
     }
   };
-  if (V == 8) with_w(std::integral_constant<int, 8>{});
-  else if (V == 4) with_w(std::integral_constant<int, 4>{});
-  else if (V == 2) with_w(std::integral_constant<int, 2>{});
-  else with_w(std::integral_constant<int, 1>{});
+  if (wide) with_e(std::integral_constant<int, static_cast<int>(16 / sizeof(T))>{});
+  else with_e(std::integral_constant<int, 1>{});
 }
 
 }  // namespace elman::cuda::short_conv

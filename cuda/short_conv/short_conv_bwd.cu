@@ -152,27 +152,19 @@ std::vector<at::Tensor> short_conv_bwd(const at::Tensor& x, const at::Tensor& w_
     dx = ops::empty_output({B, T, C}, x.options());
   }
   // 16-byte vectors where every pointer, stride and piece allows them, else single elements.
-  const int64_t E = 16 / x.element_size();
-  const bool wide = short_conv::vec_width(x.element_size(), ptrs, counts, E) == E;
-  const int64_t t_blocks =
-      blocks_for(T, x.scalar_type() == at::kBFloat16 ? tile_steps<c10::BFloat16>() : tile_steps<float>());
-  auto part = ops::empty_output({B * t_blocks, W + 1, C}, x.options().dtype(at::kFloat));
+  const bool wide = short_conv::vectors_fit(x.element_size(), ptrs, counts);
+  at::Tensor part;
   with_type(x.scalar_type(), [&](auto tt) {
     using T_ = decltype(tt);
+    part = ops::empty_output({B * blocks_for(T, tile_steps<T_>()), W + 1, C}, x.options().dtype(at::kFloat));
     short_conv::Params<T_> p{};
     p.x = x.data_ptr<T_>(), p.x_sb = x.stride(0), p.x_st = x.stride(1);
     p.w = w.data_ptr<float>(), p.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
     p.gy = short_conv::pieces_of<const T_>(gy, sizes);
     p.dx = dx.data_ptr<T_>(), p.dx_sb = dx.stride(0), p.dx_st = dx.stride(1), p.part = part.data_ptr<float>();
     p.B = static_cast<int>(B), p.T = static_cast<int>(T), p.C = static_cast<int>(C), p.silu = silu;
-    constexpr int Ew = 16 / sizeof(T_);
-    short_conv::dispatch(wide ? Ew : 1, W, [&](auto e, auto wd) {
-      constexpr int Ec = decltype(e)::value, Wc = decltype(wd)::value;
-      if constexpr (Ec == Ew || Ec == 1) {
-        const dim3 grid(blocks_for(C, kTileC), static_cast<unsigned>(t_blocks), static_cast<unsigned>(B));
-        short_conv_bwd_kernel<T_, Ec, Wc><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(p);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+    short_conv::launch_tiles(wide, W, B, T, C, p, [](auto e, auto wd) {
+      return short_conv_bwd_kernel<T_, decltype(e)::value, decltype(wd)::value>;
     });
   });
   auto sums = part.sum(0);  // [W+1, C], a fixed-order reduction over the blocks

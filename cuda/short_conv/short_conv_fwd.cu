@@ -69,8 +69,7 @@ std::vector<at::Tensor> short_conv_fwd(const at::Tensor& x, const at::Tensor& w_
   std::vector<at::Tensor> ys;
   for (int64_t n : sizes) ys.push_back(ops::empty_output({B, T, n}, x.options()));
   // x's loads in 16-byte vectors where its pointer and strides allow them, else single elements.
-  const int64_t E = 16 / x.element_size();
-  const bool wide = short_conv::vec_width(x.element_size(), {x.data_ptr()}, {C, x.stride(0), x.stride(1)}, E) == E;
+  const bool wide = short_conv::vectors_fit(x.element_size(), {x.data_ptr()}, {C, x.stride(0), x.stride(1)});
   with_type(x.scalar_type(), [&](auto tt) {
     using T_ = decltype(tt);
     short_conv::Params<T_> p{};
@@ -78,15 +77,8 @@ std::vector<at::Tensor> short_conv_fwd(const at::Tensor& x, const at::Tensor& w_
     p.w = w.data_ptr<float>(), p.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
     p.y = short_conv::pieces_of<T_>(ys, sizes);
     p.B = static_cast<int>(B), p.T = static_cast<int>(T), p.C = static_cast<int>(C), p.silu = silu;
-    constexpr int Ew = 16 / sizeof(T_);
-    short_conv::dispatch(wide ? Ew : 1, W, [&](auto e, auto wd) {
-      constexpr int Ec = decltype(e)::value, Wc = decltype(wd)::value;
-      if constexpr (Ec == Ew || Ec == 1) {
-        const dim3 grid(blocks_for(C, short_conv::kTileC), blocks_for(T, short_conv::tile_steps<T_>()),
-                        static_cast<unsigned>(B));
-        short_conv_fwd_kernel<T_, Ec, Wc><<<grid, short_conv::kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(p);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+    short_conv::launch_tiles(wide, W, B, T, C, p, [](auto e, auto wd) {
+      return short_conv_fwd_kernel<T_, decltype(e)::value, decltype(wd)::value>;
     });
   });
   return ys;
