@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/common/cp_async.cuh"
 #include "cuda/common/reduce.cuh"
 #include "cuda/common/tile_atomic.cuh"
 
@@ -206,6 +207,43 @@ __device__ __forceinline__ void copy_tile(T* dst, int ldd, const T* __restrict__
   }
 }
 
+// copy_tile by cp.async: the caller commits the group, waits for it and puts a barrier before reading dst.
+template <typename T>
+__device__ __forceinline__ void copy_tile_async(T* dst, int ldd, const T* src, int64_t lds, int rows, int cols) {
+  constexpr int E = 16 / sizeof(T);
+  const int per_row = cols / E, total = rows * per_row;
+  for (int i = threadIdx.x; i < total; i += kThreads) {
+    const int r = i / per_row, c = (i - r * per_row) * E;
+    cp_async(dst + r * ldd + c, src + r * lds + c, true);
+  }
+}
+
+// dst[r][c] = src[r][c] from shared to global memory, in 16-byte pieces (the alignment rules of copy_tile).
+template <typename T>
+__device__ __forceinline__ void store_tile(T* dst, int64_t ldd, const T* src, int lds, int rows, int cols) {
+  constexpr int E = 16 / sizeof(T);
+  const int per_row = cols / E, total = rows * per_row;
+  for (int i = threadIdx.x; i < total; i += kThreads) {
+    const int r = i / per_row, c = (i - r * per_row) * E;
+    *reinterpret_cast<uint4*>(dst + r * ldd + c) = *reinterpret_cast<const uint4*>(src + r * lds + c);
+  }
+}
+
+// dst[r][c] = scale src[r][c]: an fp32 global tile (rows 16-byte aligned, cols a multiple of 4) staged in shared
+// memory in the operand type T.
+template <typename T>
+__device__ __forceinline__ void load_op(T* dst, int ldd, const float* __restrict__ src, int64_t lds, int rows,
+                                        int cols, float scale) {
+  const int per_row = cols / 4, total = rows * per_row;
+  for (int i = threadIdx.x; i < total; i += kThreads) {
+    const int r = i / per_row, c = (i - r * per_row) * 4;
+    const float4 x = __ldg(reinterpret_cast<const float4*>(src + r * lds + c));
+    T* d = dst + r * ldd + c;
+    d[0] = from_f<T>(scale * x.x), d[1] = from_f<T>(scale * x.y), d[2] = from_f<T>(scale * x.z);
+    d[3] = from_f<T>(scale * x.w);
+  }
+}
+
 // dst[r][c] = src[r][c] (fp32 shared) as T, rows x cols.
 template <typename T>
 __device__ __forceinline__ void to_op(T* dst, int ldd, const float* src, int lds, int rows, int cols) {
@@ -215,13 +253,13 @@ __device__ __forceinline__ void to_op(T* dst, int ldd, const float* src, int lds
   }
 }
 
-// Launches a state-pass kernel (forward or backward): one block of kThreads per (batch, head, V tile of
-// Geo<T>::VT columns), with `smem` bytes of dynamic shared memory (opted in above the 48 KB default).
-template <typename T, template <typename> class Params>
-void launch_state_pass(void (*kernel)(const Params<T>), size_t smem, const Params<T>& p) {
+// Launches a kernel of these files: `blocks` blocks of kThreads with `smem` bytes of dynamic shared memory
+// (opted in above the 48 KB default).
+template <class Params>
+void launch(void (*kernel)(const Params), int64_t blocks, size_t smem, const Params& p) {
+  TORCH_CHECK(blocks < (int64_t(1) << 31), "gated_delta: too many blocks");
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  const int blocks = p.B * p.H * (p.V / Geo<T>::VT);
-  kernel<<<blocks, kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(p);
+  kernel<<<static_cast<unsigned>(blocks), kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -31,8 +31,9 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cuda/slot_matrix/geometry.h"
+#include "cuda/common/cp_async.cuh"
 #include "cuda/common/sigmoid.cuh"
+#include "cuda/slot_matrix/geometry.h"
 
 namespace elman::cuda::slots {
 
@@ -115,17 +116,6 @@ struct Params {
 template <typename scalar_t>
 __device__ __forceinline__ scalar_t* ring_row(scalar_t* ring, const Params<scalar_t>& p, int t) {
   return ring + (t % kStages) * p.pitch;
-}
-
-__device__ __forceinline__ void cp_async(void* smem, const void* gmem, bool vec16) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  if (vec16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-  else asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int n>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(n) : "memory");
 }
 
 // Starts copying row t of batch element b's proj ([k | q | wx | wa], P = 2D + 2N values) into the ring; the

@@ -77,9 +77,10 @@ struct GatedDeltaPrepFunction : public torch::autograd::Function<GatedDeltaPrepF
 };
 
 // The whole kernel path as one Function: the preparation, then the state pass over the chunks (cuda/gated_delta:
-// U = Ut - W S, O = Qg S + P U, S <- decay S + Kl^T U); backward: the state pass in reverse, then the
-// preparation's backward. The chunk quantities stay in the operand type between the two (what the state pass
-// multiplies, rounded once by the preparation) and their gradients stay fp32, with no cast in between.
+// U = Ut - W S, S <- decay S + Kl^T U) and the outputs O = Qg S + P U; backward: the state pass in reverse and the
+// chunks' shares, then the preparation's backward. The chunk quantities stay in the operand type between the two
+// (what the state pass multiplies, rounded once by the preparation) and their gradients stay fp32, with no cast in
+// between.
 // q, k, v, g, beta as gated_delta takes them, h0 [B,H,K,V] fp32 -> O [B, nc L, H, V] (operand type), S_T (fp32);
 // with qk_l2norm the preparation L2-normalises q and k itself (forward and backward).
 struct GatedDeltaFunction : public torch::autograd::Function<GatedDeltaFunction> {
@@ -90,8 +91,8 @@ struct GatedDeltaFunction : public torch::autograd::Function<GatedDeltaFunction>
     auto c = cuda::gated_delta_prep_fwd(q, k, v, gf, bf, static_cast<at::ScalarType>(op) == torch::kBFloat16,
                                         qk_l2norm);
     auto out = cuda::gated_delta_state_fwd(c[0], c[1], c[2], c[3], c[4], c[5], f32c(h0));
-    // q, k, v, g, beta, T for the preparation; W, Ut, Qg, Kl, P, decay and the entering states for the state pass.
-    ctx->save_for_backward({q, k, v, gf, bf, c[6], c[0], c[1], c[2], c[3], c[4], c[5], out[2]});
+    // q, k, v, g, beta, T for the preparation; W, Qg, Kl, P, decay, U and the entering states for the state pass.
+    ctx->save_for_backward({q, k, v, gf, bf, c[6], c[0], c[2], c[3], c[4], c[5], out[3], out[2]});
     save_options(ctx, g, beta, qk_l2norm);
     ctx->saved_data["h0_dtype"] = static_cast<int64_t>(h0.scalar_type());
     ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined: read as zero
@@ -101,7 +102,7 @@ struct GatedDeltaFunction : public torch::autograd::Function<GatedDeltaFunction>
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto s = ctx->get_saved_variables();
     const auto& W = s[6];
-    const int64_t B = W.size(0), nc = W.size(1), H = W.size(2), K = W.size(4), V = s[7].size(4);
+    const int64_t B = W.size(0), nc = W.size(1), H = W.size(2), K = W.size(4), V = s[11].size(4);
     auto dO = grads[0].defined() ? grads[0].to(W.scalar_type()).contiguous()
                                  : torch::zeros({B, nc * kGatedDeltaChunk, H, V}, W.options());
     auto dS_T = grads[1].defined() ? f32c(grads[1]) : torch::zeros({B, H, K, V}, W.options().dtype(torch::kFloat));
