@@ -3,28 +3,54 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/common/weight_copies.h"
+
+#ifdef ELMAN_WITH_CUDA
+#include "cuda/adamw/adamw.h"
+#endif
+
 namespace elman::app {
 
-AdamW::AdamW(std::vector<torch::Tensor> params, double beta1, double beta2, double weight_decay, double eps)
-    : params_(std::move(params)), beta1_(beta1), beta2_(beta2), weight_decay_(weight_decay), eps_(eps) {
+AdamW::AdamW(std::vector<torch::Tensor> params, double beta1, double beta2, double weight_decay, double eps,
+             bool bf16_copies)
+    : params_(std::move(params)), beta1_(beta1), beta2_(beta2), weight_decay_(weight_decay), eps_(eps),
+      bf16_copies_(bf16_copies) {
   for (const auto& p : params_) {
     TORCH_CHECK(p.scalar_type() == torch::kFloat, "AdamW keeps fp32 master weights; got a ", p.scalar_type(), " parameter");
     exp_avg_.push_back(torch::zeros_like(p));
     exp_avg_sq_.push_back(torch::zeros_like(p));
     steps_.push_back(torch::zeros({}, p.options()));
+    const bool copy = bf16_copies && p.is_cuda() && p.is_contiguous();
+    copies_.push_back(copy ? torch::empty_like(p, p.options().dtype(torch::kBFloat16)) : torch::Tensor());
   }
+}
+
+AdamW::~AdamW() {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (copies_[i].defined()) ops::drop_weight_copy(params_[i]);
 }
 
 void AdamW::step(const torch::Tensor& lr, const torch::Tensor& skip, const std::optional<torch::Tensor>& grad_divisor) {
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> p, g, m, v, s;
+  std::vector<torch::Tensor> p, g, m, v, s, low;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].grad().defined()) continue;
     p.push_back(params_[i]), g.push_back(params_[i].grad()), m.push_back(exp_avg_[i]);
-    v.push_back(exp_avg_sq_[i]), s.push_back(steps_[i]);
+    v.push_back(exp_avg_sq_[i]), s.push_back(steps_[i]), low.push_back(copies_[i]);
   }
   if (p.empty()) return;
   at::_foreach_add_(s, 1);
+#ifdef ELMAN_WITH_CUDA
+  if (p[0].is_cuda()) {
+    for (auto& t : g) t = t.contiguous();
+    cuda::adamw_step(p, g, m, v, s, low, lr, skip, grad_divisor, beta1_, beta2_, weight_decay_, eps_);
+    for (size_t i = 0; i < p.size(); ++i) {  // the weights changed in place: a new version, with its copy
+      torch::autograd::impl::bump_version(p[i]);
+      if (low[i].defined()) ops::set_weight_copy(p[i], low[i]);
+    }
+    return;
+  }
+#endif
   at::_fused_adamw_(p, g, m, v, {}, s, lr, beta1_, beta2_, weight_decay_, eps_, /*amsgrad=*/false, /*maximize=*/false,
                     /*grad_scale=*/grad_divisor, /*found_inf=*/skip);
 }

@@ -1,4 +1,5 @@
-// AdamW with fp32 state through ATen's fused multi-tensor kernel (CUDA and CPU), plus the
+// AdamW with fp32 state: on the GPU our kernel (cuda/adamw, which can also write the weights' bf16 copies for
+// the forward, ops/common/weight_copies.h), on the CPU ATen's fused multi-tensor kernel (the same math); plus the
 // learning-rate schedule: linear warmup, then cosine decay to 0 over the run's budget.
 #pragma once
 #include <torch/torch.h>
@@ -10,7 +11,13 @@ namespace elman::app {
 
 class AdamW {
  public:
-  AdamW(std::vector<torch::Tensor> params, double beta1, double beta2, double weight_decay, double eps = 1e-8);
+  // bf16_copies: every step also writes each CUDA parameter's bf16 copy and registers it (ops::set_weight_copy), so
+  // that a bf16-autocast forward multiplies the copies instead of casting the weights; dropped with the optimizer.
+  AdamW(std::vector<torch::Tensor> params, double beta1, double beta2, double weight_decay, double eps = 1e-8,
+        bool bf16_copies = false);
+  ~AdamW();
+  AdamW(const AdamW&) = delete;
+  AdamW& operator=(const AdamW&) = delete;
   // Uses each parameter's .grad(); parameters without a gradient are skipped. `lr` and `skip` are one-element
   // fp32 tensors on the parameters' device, read by the kernel (so a captured step can be replayed with a new
   // learning rate); while `skip` holds 1 the weights and moments stay as they are (the step counters still
@@ -25,8 +32,9 @@ class AdamW {
   void load_state(const std::vector<torch::Tensor>& state);
 
  private:
-  std::vector<torch::Tensor> params_, exp_avg_, exp_avg_sq_, steps_;
+  std::vector<torch::Tensor> params_, exp_avg_, exp_avg_sq_, steps_, copies_;
   double beta1_, beta2_, weight_decay_, eps_;
+  bool bf16_copies_;
 };
 
 // The total L2 norm of all gradients: a 0-dim fp32 tensor on the parameters' device, without host synchronisation.

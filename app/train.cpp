@@ -142,7 +142,7 @@ Result run(const Command& cmd, Config cfg, const models::ModelConfig& mcfg, dist
   const auto params = model->parameters();
   auto model_tensors = params;  // what a checkpoint keeps: parameters, then buffers
   for (const auto& b : model->buffers()) model_tensors.push_back(b);
-  AdamW opt(params, cfg.beta1, cfg.beta2, cfg.weight_decay);
+  AdamW opt(params, cfg.beta1, cfg.beta2, cfg.weight_decay, 1e-8, /*bf16_copies=*/bf16 && dev.is_cuda());
   Progress pr;
   if (resuming) {
     try {

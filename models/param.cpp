@@ -4,6 +4,8 @@
 
 #include <ATen/autocast_mode.h>
 
+#include "ops/common/weight_copies.h"
+
 namespace elman::models {
 
 torch::Tensor make_param(torch::nn::Module& m, const std::string& name, torch::IntArrayRef shape, Init init,
@@ -35,7 +37,9 @@ namespace {
 struct AutocastLinear : torch::autograd::Function<AutocastLinear> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
                                at::ScalarType dtype) {
-    const auto xl = x.to(dtype), wl = w.to(dtype);
+    // The weight's copy in the autocast dtype that the optimizer keeps (ops/common/weight_copies.h), else a cast.
+    const auto copy = ops::weight_copy(w, dtype);
+    const auto xl = x.to(dtype), wl = copy.defined() ? copy : w.to(dtype);
     ctx->save_for_backward({xl, wl});
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
     ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());

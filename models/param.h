@@ -23,7 +23,8 @@ torch::Tensor make_param(torch::nn::Module& m, const std::string& name, torch::I
 // torch::linear(x, w), without bias. Under autocast it computes in the autocast dtype as torch::linear does, but
 // w's gradient comes out of its GEMM in w's dtype (fp32 master weights: fp32, accumulated in fp32 and never rounded
 // to bf16), where autocast's linear writes a bf16 gradient that a cast then widens, one more pass over every weight
-// gradient. Without autocast it is torch::linear.
+// gradient. The bf16 operand is w's copy that the optimizer keeps (ops/common/weight_copies.h) when it is current,
+// else a cast of w. Without autocast it is torch::linear.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w);
 
 // linear(x, w) split along the last dim into `sizes` (which add up to w's rows), as views of one split with a

@@ -12,9 +12,13 @@
 
 #include <torch/csrc/autograd/profiler_kineto.h>
 
+#include <ATen/autocast_mode.h>
+
 #include "app/optim.h"
 #include "app/train.h"
+#include "models/param.h"
 #include "models/registry.h"
+#include "ops/common/weight_copies.h"
 #include "tests/support/catch.h"
 #include "tests/support/expect_close.h"
 #include "tests/support/run.h"
@@ -154,6 +158,103 @@ TEST_CASE("an AdamW step with the skip flag set changes nothing; clipping inside
   REQUIRE(torch::cuda::is_available());
   check_adamw_skip(torch::kCUDA);
   check_adamw_clip(torch::kCUDA);
+}
+
+TEST_CASE("a weight copy is returned only in its dtype and at its weight's version", "[train]") {
+  auto w = torch::randn({6, 4}), copy = w.to(torch::kBFloat16);
+  CHECK_FALSE(ops::weight_copy(w, torch::kBFloat16).defined());
+  ops::set_weight_copy(w, copy);
+  CHECK(ops::weight_copy(w, torch::kBFloat16).is_same(copy));
+  CHECK_FALSE(ops::weight_copy(w, torch::kHalf).defined());
+  CHECK_FALSE(ops::weight_copy(torch::randn({6, 4}), torch::kBFloat16).defined());
+  w.add_(1);  // an in-place change: the copy is stale
+  CHECK_FALSE(ops::weight_copy(w, torch::kBFloat16).defined());
+  ops::set_weight_copy(w, copy);
+  ops::drop_weight_copy(w);
+  CHECK_FALSE(ops::weight_copy(w, torch::kBFloat16).defined());
+  CHECK_THROWS(ops::set_weight_copy(w, torch::zeros({4, 6})));
+}
+
+// Our AdamW kernel against ATen's _fused_adamw_ over three steps: 45 parameters (more than one launch takes) of
+// awkward sizes (empty, 1, not a multiple of 4, several blocks, one not 16-byte aligned), weight decay, a gradient
+// divisor on the second step; every parameter's bf16 copy equals the weight rounded and is registered at the weight's
+// version, and goes stale when the weight changes otherwise.
+TEST_CASE("the AdamW kernel matches ATen's fused AdamW and keeps the bf16 copies", "[train][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(5);
+  const auto o = torch::TensorOptions().device(torch::kCUDA);
+  std::vector<int64_t> sizes{0, 1, 3, 4, 5, 8191, 8192, 8193, 20000, 100003};
+  while (sizes.size() < 45) sizes.push_back(static_cast<int64_t>(sizes.size()) * 37 + 1);
+  std::vector<torch::Tensor> ours, theirs, grads;
+  const auto unaligned = torch::randn({1001}, o).narrow(0, 1, 1000);  // storage offset 1: 4-byte aligned only
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const auto init = i == 12 ? unaligned.detach() : torch::randn({sizes[i]}, o);
+    ours.push_back(init.clone().requires_grad_(true));
+    theirs.push_back(init.clone());
+  }
+  ours[12] = unaligned.requires_grad_(true);
+  REQUIRE(reinterpret_cast<uintptr_t>(ours[12].data_ptr()) % 16 != 0);
+  app::AdamW opt(ours, 0.9, 0.95, 0.1, 1e-8, /*bf16_copies=*/true);
+  std::vector<torch::Tensor> m, v, st;
+  for (const auto& t : theirs) m.push_back(torch::zeros_like(t)), v.push_back(torch::zeros_like(t)), st.push_back(torch::zeros({}, o));
+  const auto lr = torch::full({1}, 3e-3, o), skip = torch::zeros({1}, o);
+  for (int step = 0; step < 3; ++step) {
+    INFO("step " << step);
+    std::vector<torch::Tensor> g;
+    for (size_t i = 0; i < ours.size(); ++i) {
+      g.push_back(torch::randn({sizes[i]}, o) * (i + 1));
+      ours[i].mutable_grad() = g.back().clone();
+    }
+    const auto divisor = step == 1 ? std::optional<torch::Tensor>(torch::full({1}, 2.5, o)) : std::nullopt;
+    opt.step(lr, skip, divisor);
+    at::_foreach_add_(st, 1);
+    at::_fused_adamw_(theirs, g, m, v, {}, st, lr, 0.9, 0.95, 0.1, 1e-8, false, false, divisor, skip);
+    for (size_t i = 0; i < ours.size(); ++i) {
+      INFO("parameter " << i << " of " << sizes[i] << " elements");
+      CHECK(torch::allclose(ours[i].detach(), theirs[i], 1e-6, 1e-7));
+      CHECK(torch::allclose(opt.state()[3 * i], m[i], 1e-6, 1e-7));
+      CHECK(torch::allclose(opt.state()[3 * i + 1], v[i], 1e-6, 1e-9));
+      const auto copy = ops::weight_copy(ours[i], torch::kBFloat16);
+      REQUIRE(copy.defined());
+      CHECK(torch::equal(copy, ours[i].detach().to(torch::kBFloat16)));
+    }
+  }
+  {
+    torch::NoGradGuard no_grad;
+    ours[7].mul_(2);
+  }
+  CHECK_FALSE(ops::weight_copy(ours[7], torch::kBFloat16).defined());
+  CHECK(ops::weight_copy(ours[8], torch::kBFloat16).defined());
+}
+
+// Under autocast models::linear multiplies the weight's registered bf16 copy (here deliberately not the weight
+// rounded, to see which one it reads), and the weight itself once the copy is stale.
+TEST_CASE("models::linear reads a current weight copy under autocast", "[train][gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(6);
+  const auto o = torch::TensorOptions().device(torch::kCUDA);
+  auto w = torch::randn({16, 32}, o).requires_grad_(true);
+  const auto x = torch::randn({4, 32}, o), other = torch::randn({16, 32}, o).to(torch::kBFloat16);
+  ops::set_weight_copy(w, other);
+  auto run = [&] {
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    auto y = models::linear(x, w);
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    at::autocast::clear_cache();
+    return y.to(torch::kFloat);
+  };
+  const auto with_copy = run();
+  CHECK(torch::allclose(with_copy, torch::matmul(x.to(torch::kBFloat16), other.t()).to(torch::kFloat), 1e-2, 1e-2));
+  {
+    torch::NoGradGuard no_grad;
+    w.add_(0.0);
+  }
+  const auto without = run();
+  CHECK(torch::allclose(without, torch::matmul(x.to(torch::kBFloat16), w.detach().to(torch::kBFloat16).t()).to(torch::kFloat),
+                        1e-2, 1e-2));
+  CHECK_FALSE(torch::allclose(with_copy, without, 1e-2, 1e-2));
+  ops::drop_weight_copy(w);
 }
 
 TEST_CASE("N steps straight equal K steps then resume then N-K steps", "[train]") {

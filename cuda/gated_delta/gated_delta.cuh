@@ -229,8 +229,22 @@ __device__ __forceinline__ void store_tile(T* dst, int64_t ldd, const T* src, in
   }
 }
 
+// dst[0..3] = x in the operand type, one 8-byte (bf16) or 16-byte (fp32) shared-memory store: dst aligned to it.
+template <typename T>
+__device__ __forceinline__ void store4(T* dst, float4 x) {
+  if constexpr (std::is_same<T, float>::value) {
+    *reinterpret_cast<float4*>(dst) = x;
+  } else {
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
+    uint2 u;
+    u.x = *reinterpret_cast<const unsigned*>(&lo);
+    u.y = *reinterpret_cast<const unsigned*>(&hi);
+    *reinterpret_cast<uint2*>(dst) = u;
+  }
+}
+
 // dst[r][c] = scale src[r][c]: an fp32 global tile (rows 16-byte aligned, cols a multiple of 4) staged in shared
-// memory in the operand type T.
+// memory in the operand type T (rows of dst 16-byte aligned).
 template <typename T>
 __device__ __forceinline__ void load_op(T* dst, int ldd, const float* __restrict__ src, int64_t lds, int rows,
                                         int cols, float scale) {
@@ -238,9 +252,7 @@ __device__ __forceinline__ void load_op(T* dst, int ldd, const float* __restrict
   for (int i = threadIdx.x; i < total; i += kThreads) {
     const int r = i / per_row, c = (i - r * per_row) * 4;
     const float4 x = __ldg(reinterpret_cast<const float4*>(src + r * lds + c));
-    T* d = dst + r * ldd + c;
-    d[0] = from_f<T>(scale * x.x), d[1] = from_f<T>(scale * x.y), d[2] = from_f<T>(scale * x.z);
-    d[3] = from_f<T>(scale * x.w);
+    store4(dst + r * ldd + c, make_float4(scale * x.x, scale * x.y, scale * x.z, scale * x.w));
   }
 }
 

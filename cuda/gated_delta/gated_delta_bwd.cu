@@ -116,8 +116,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_bwd_kernel(cons
       const int r = i / (VT / 4), cc = (i - r * (VT / 4)) * 4;
       const float4 x = *reinterpret_cast<const float4*>(f1 + r * ldF + cc);
       *reinterpret_cast<float4*>(dut + r * V + cc) = x;
-      T* d = dUn + r * ldV + cc;
-      d[0] = from_f<T>(-x.x), d[1] = from_f<T>(-x.y), d[2] = from_f<T>(-x.z), d[3] = from_f<T>(-x.w);
+      store4(dUn + r * ldV + cc, make_float4(-x.x, -x.y, -x.z, -x.w));
     }
     __syncthreads();  // fp32: dSop is dSf, read above and rewritten below
     mm<T, kK, VT>(dSf, ldF, true, p.decay[bch(c)], term<T>(Qs, ldK, true, dOs, ldV, false, kL),
@@ -190,8 +189,7 @@ __global__ void __launch_bounds__(kThreads, 2) gated_delta_share_bwd_kernel(cons
         const float4 d = __ldg(reinterpret_cast<const float4*>(p.dstates + soff + r * V + col0 + cc));
         const float4 s = __ldg(reinterpret_cast<const float4*>(p.states + soff + r * V + col0 + cc));
         part += s.x * d.x + s.y * d.y + s.z * d.z + s.w * d.w;
-        T* x = Xs + r * ldV + cc;
-        x[0] = from_f<T>(d.x), x[1] = from_f<T>(d.y), x[2] = from_f<T>(d.z), x[3] = from_f<T>(d.w);
+        store4(Xs + r * ldV + cc, d);
       }
     }
     __syncthreads();
