@@ -16,16 +16,17 @@
 namespace elman::cuda {
 
 // h0 [B,H,K,V] fp32 -> {O [B,nc*L,H,V] operand dtype (the layer's [B,T,H,V] with T padded to whole chunks),
-// S_T [B,H,K,V] fp32, states [B,H,nc,K,V] fp32: the state entering each chunk, U [B,nc,H,L,V] operand dtype}; the
-// last two are for the backward.
+// S_T [B,H,K,V] fp32, states [B,H,nc,K,V] fp32: the state entering each chunk, U [B,nc,H,L,V] operand dtype,
+// states_op: the states in the operand dtype (fp32: states itself)}; the last three are for the backward.
 std::vector<at::Tensor> gated_delta_state_fwd(const at::Tensor& W, const at::Tensor& Ut, const at::Tensor& Qg,
                                               const at::Tensor& Kl, const at::Tensor& P, const at::Tensor& decay,
                                               const at::Tensor& h0);
 
-// The forward's W, Qg, Kl, P, decay, U and states, dO [B,nc*L,H,V] (operand dtype, contiguous) and dS_T [B,H,K,V]
-// fp32 -> {dW, dUt, dQg, dKl, dP, ddecay, dh0}, all fp32 in the shapes of the forward's inputs.
+// The forward's W, Qg, Kl, P, decay, U, states and states_op, dO [B,nc*L,H,V] (operand dtype, contiguous) and
+// dS_T [B,H,K,V] fp32 -> {dW, dUt, dQg, dKl, dP, ddecay, dh0}, all fp32 in the shapes of the forward's inputs.
 std::vector<at::Tensor> gated_delta_state_bwd(const at::Tensor& W, const at::Tensor& Qg, const at::Tensor& Kl,
                                               const at::Tensor& P, const at::Tensor& decay, const at::Tensor& U,
-                                              const at::Tensor& states, const at::Tensor& dO, const at::Tensor& dS_T);
+                                              const at::Tensor& states, const at::Tensor& states_op,
+                                              const at::Tensor& dO, const at::Tensor& dS_T);
 
 }  // namespace elman::cuda

@@ -11,8 +11,8 @@
  *    dUt) and updates dS; dh0 is the last dS. W, Qg, Kl, P and the dO tile do not depend on dS: for bf16 they are
  *    copied by cp.async one chunk ahead (two buffers; fp32 operands take twice the bytes and have one).
  * 2. gated_delta_share_bwd_kernel, two blocks per (b, c, h), independent of each other, each walking the V tiles
- *    with its sums over V in fp32 shared memory: role 0 forms dW and dQg from S, dU and dO; role 1 forms dKl, dP
- *    and ddecay from U, S, dS' and dO. Every output element is written once by one block: no atomics, no zeroed
+ *    with its sums over V in fp32 shared memory: role 0 forms dW and dQg from S (the forward's operand copy), dU and
+ *    dO; role 1 forms dKl, dP and ddecay from U, S (fp32), dS' and dO. Every output element is written once by one block: no atomics, no zeroed
  *    buffers, deterministic. Until 2026-11-24 the state pass added each V tile's shares into zeroed outputs with
  *    atomics, which put four more products on its sequential path and ~1.5 ms of zero fills into a 100M step.
  * The saved states are fp32 (the decay's gradient sum(S o dS') cancels: bf16 states lost ~40% of it), rounded to
@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_bwd_kernel(cons
 
 template <typename T>
 struct ShareParams {
-  const T *U, *dO;
+  const T *U, *dO, *states_op;
   const float *states, *dstates, *dU;
   float *dW, *dQg, *dKl, *dP, *ddecay;
   int B, nc, H, V;
@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(kThreads, 2) gated_delta_share_bwd_kernel(cons
   for (int col0 = 0; col0 < p.V; col0 += VT) {
     copy_tile(Zs, ldV, dO + col0, p.H * V, kL, VT);
     if (role == 0) {
-      load_op(Xs, ldV, p.states + soff + col0, V, kK, VT, 1.f);
+      copy_tile(Xs, ldV, p.states_op + soff + col0, V, kK, VT);
       load_op(Ys, ldV, p.dU + bch * kL * V + col0, V, kL, VT, -1.f);
     } else {
       copy_tile(Ys, ldV, p.U + bch * kL * V + col0, V, kL, VT);
@@ -218,10 +218,11 @@ __global__ void __launch_bounds__(kThreads, 2) gated_delta_share_bwd_kernel(cons
 
 std::vector<at::Tensor> gated_delta_state_bwd(const at::Tensor& W, const at::Tensor& Qg, const at::Tensor& Kl,
                                               const at::Tensor& P, const at::Tensor& decay, const at::Tensor& U,
-                                              const at::Tensor& states, const at::Tensor& dO, const at::Tensor& dS_T) {
+                                              const at::Tensor& states, const at::Tensor& states_op,
+                                              const at::Tensor& dO, const at::Tensor& dS_T) {
   const c10::cuda::CUDAGuard guard(W.device());
   const int64_t B = W.size(0), nc = W.size(1), H = W.size(2), V = U.size(4);
-  for (const auto* t : {&W, &Qg, &Kl, &P, &U, &dO}) {
+  for (const auto* t : {&W, &Qg, &Kl, &P, &U, &states_op, &dO}) {
     ELMAN_CHECK_CUDA_TENSOR(*t);
     TORCH_CHECK(t->scalar_type() == W.scalar_type(), "gated_delta_state_bwd: operands must share one dtype");
   }
@@ -232,6 +233,7 @@ std::vector<at::Tensor> gated_delta_state_bwd(const at::Tensor& W, const at::Ten
   TORCH_CHECK(W.sizes() == at::IntArrayRef({B, nc, H, kL, kK}) && Qg.sizes() == W.sizes() && Kl.sizes() == W.sizes() &&
                   P.sizes() == at::IntArrayRef({B, nc, H, kL, kL}) && U.sizes() == at::IntArrayRef({B, nc, H, kL, V}) &&
                   decay.sizes() == at::IntArrayRef({B, nc, H}) && states.sizes() == at::IntArrayRef({B, H, nc, kK, V}) &&
+                  states_op.sizes() == states.sizes() &&
                   dO.sizes() == at::IntArrayRef({B, nc * kL, H, V}) && dS_T.sizes() == at::IntArrayRef({B, H, kK, V}) &&
                   dS_T.scalar_type() == at::kFloat,
               "gated_delta_state_bwd: inconsistent shapes");
@@ -264,6 +266,7 @@ std::vector<at::Tensor> gated_delta_state_bwd(const at::Tensor& W, const at::Ten
     q.U = reinterpret_cast<const T*>(U.data_ptr());
     q.dO = p.dO;
     q.states = states.data_ptr<float>();
+    q.states_op = reinterpret_cast<const T*>(states_op.data_ptr());
     q.dstates = p.dstates;
     q.dU = p.dUt;
     q.dW = dW.data_ptr<float>();

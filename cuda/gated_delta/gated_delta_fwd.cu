@@ -2,12 +2,13 @@
  *
  * 1. gated_delta_state_fwd_kernel, one block of kThreads per (batch b, head h, V tile of VT columns), b-major; the
  *    block keeps its tile of the state S [K, VT] in fp32 shared memory for the whole launch. Per chunk c
- *    (gated_delta.h has the inputs): store the entering state (fp32) to `states`; U = Ut - W S (rounded to the
+ *    (gated_delta.h has the inputs): store the entering state to `states` (fp32) and, for bf16, its operand copy
+ *    to `states_op`; U = Ut - W S (rounded to the
  *    operand type, written to U for the output kernel and the backward); S <- decay S + Kl^T U. W, Kl and the Ut
  *    tile do not depend on S: they are copied by cp.async one chunk ahead (kStages buffers), so the loads of
  *    chunk c + 1 run under the products of chunk c.
  * 2. gated_delta_out_fwd_kernel, one block per (b, c, h, V tile), independent of each other: O = Qg S + P U from
- *    the saved entering state (rounded to the operand type, as the state pass multiplies it) and U, written in the
+ *    the saved entering state (its operand copy, which the state pass also writes for bf16) and U, written in the
  *    layout [B, nc L, H, V] that the layer reads (no permute). Until 2026-11-24 the state pass formed O itself,
  *    which put the Qg and P loads and two more products on its sequential path.
  * Numerics: the state and every sum are fp32; bf16 operands are multiplied on tensor cores with fp32 accumulation.
@@ -31,6 +32,7 @@ struct FwdParams {
   T* U;
   float* S_T;
   float* states;
+  T* states_op;  // bf16: the states rounded (what the products read); fp32: states itself
   int B, nc, H, V;
 };
 
@@ -92,7 +94,9 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_fwd_kernel(cons
       cp_async_wait<0>();
     }
     __syncthreads();
-    store_tile(p.states + ((static_cast<int64_t>(b) * p.H + h) * p.nc + c) * kK * V + col0, V, Sf, ldF, kK, VT);
+    const int64_t st = ((static_cast<int64_t>(b) * p.H + h) * p.nc + c) * kK * V + col0;
+    store_tile(p.states + st, V, Sf, ldF, kK, VT);
+    if constexpr (G::kBf16) store_tile(p.states_op + st, V, Sop, ldS, kK, VT);
     mm<T, kL, VT>(f0, ldF, false, 0.f, term<T>(Ws(c), ldK, false, Sop, ldS, false, kK));
     __syncthreads();
     const T* ut = Uts(c);
@@ -122,8 +126,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_fwd_kernel(cons
 
 template <typename T>
 struct OutParams {
-  const T *Qg, *P, *U;
-  const float* states;
+  const T *Qg, *P, *U, *states;  // states: the operand copy
   T* O;
   int B, nc, H, V;
 };
@@ -159,7 +162,7 @@ __global__ void __launch_bounds__(kThreads, 2) gated_delta_out_fwd_kernel(const 
   copy_tile(Qs, ldK, p.Qg + bch * kL * kK, kK, kL, kK);
   copy_tile(Ps, ldL, p.P + bch * kL * kL, kL, kL, kL);
   copy_tile(Us, ldV, p.U + bch * kL * V + col0, V, kL, VT);
-  load_op(Ss, ldV, p.states + ((static_cast<int64_t>(b) * p.H + h) * p.nc + c) * kK * V + col0, V, kK, VT, 1.f);
+  copy_tile(Ss, ldV, p.states + ((static_cast<int64_t>(b) * p.H + h) * p.nc + c) * kK * V + col0, V, kK, VT);
   __syncthreads();
   T* o = p.O + ((static_cast<int64_t>(b) * p.nc + c) * kL * p.H + h) * V + col0;  // [B, nc L, H, V]
   mm_out<T, kL, VT>(o, p.H * p.V, scratch, term<T>(Qs, ldK, false, Ss, ldV, false, kK),
@@ -192,6 +195,7 @@ std::vector<at::Tensor> gated_delta_state_fwd(const at::Tensor& W, const at::Ten
   auto S_T = ops::empty_output({B, H, kK, V}, h0.options());
   auto states = ops::empty_output({B, H, nc, kK, V}, W.options().dtype(at::kFloat));
   auto U = ops::empty_output({B, nc, H, kL, V}, W.options());
+  auto states_op = bf16 ? ops::empty_output({B, H, nc, kK, V}, W.options()) : states;
   auto run = [&](auto tag) {
     using T = decltype(tag);
     const int64_t nvt = V / Geo<T>::VT;
@@ -204,20 +208,21 @@ std::vector<at::Tensor> gated_delta_state_fwd(const at::Tensor& W, const at::Ten
     p.U = reinterpret_cast<T*>(U.data_ptr());
     p.S_T = S_T.data_ptr<float>();
     p.states = states.data_ptr<float>();
+    p.states_op = reinterpret_cast<T*>(states_op.data_ptr());
     p.B = int(B), p.nc = int(nc), p.H = int(H), p.V = int(V);
     launch(gated_delta_state_fwd_kernel<T>, B * H * nvt, FwdSmem<T>::bytes, p);
     OutParams<T> q{};
     q.Qg = reinterpret_cast<const T*>(Qg.data_ptr());
     q.P = reinterpret_cast<const T*>(P.data_ptr());
     q.U = p.U;
-    q.states = p.states;
+    q.states = p.states_op;
     q.O = reinterpret_cast<T*>(O.data_ptr());
     q.B = p.B, q.nc = p.nc, q.H = p.H, q.V = p.V;
     launch(gated_delta_out_fwd_kernel<T>, B * nc * H * nvt, OutSmem<T>::bytes, q);
   };
   if (bf16) run(__nv_bfloat16{});
   else run(float{});
-  return {O, S_T, states, U};
+  return {O, S_T, states, U, states_op};
 }
 
 }  // namespace elman::cuda

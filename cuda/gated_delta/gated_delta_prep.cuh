@@ -21,14 +21,43 @@ constexpr int ldLf = kL + 4;  // fp32 [L, L] tiles
 constexpr int ldKf = kK + 4;  // fp32 [L, K] tiles
 constexpr int kVT = 64;       // V columns per tile of the V loops
 
-// An input [B,T,H,D] read through its strides, float32 or bfloat16.
+// An input [B,T,H,D] read through its strides, float32 or bfloat16. vec: rows are contiguous and every run of 8
+// elements that starts at a multiple of 8 is 16-byte aligned (as the layer's conv writes q, k and v), so the bulk
+// loads read 8 elements a thread (load8).
 struct In {
   const void* p;
   int64_t sb, st, sh, sd;
-  bool bf16;
+  bool bf16, vec;
 };
 inline In in_view(const at::Tensor& x) {
-  return In{x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), x.stride(3), x.scalar_type() == at::kBFloat16};
+  const int64_t e = x.element_size();
+  const bool vec = x.stride(3) == 1 && (x.stride(0) * e) % 16 == 0 && (x.stride(1) * e) % 16 == 0 &&
+                   (x.stride(2) * e) % 16 == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+  return In{x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), x.stride(3), x.scalar_type() == at::kBFloat16, vec};
+}
+// out[0..7] = the 8 elements from `off` (a multiple of 8 along a contiguous row of a vec input).
+__device__ __forceinline__ void load8(const In& x, int64_t off, float* out) {
+  if (x.bf16) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(x.p) + off));
+    const __nv_bfloat16* e = reinterpret_cast<const __nv_bfloat16*>(&u);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] = __bfloat162float(e[j]);
+  } else {
+    const float4* f = reinterpret_cast<const float4*>(static_cast<const float*>(x.p) + off);
+    const float4 a = __ldg(f), c = __ldg(f + 1);
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = c.x, out[5] = c.y, out[6] = c.z, out[7] = c.w;
+  }
+}
+// dst[0..7] = Op(v[j] * s) in one (bf16) or two (fp32) 16-byte stores; dst 16-byte aligned.
+template <typename Op>
+__device__ __forceinline__ void store8(Op* dst, const float* v, float s) {
+  __align__(16) Op o[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) o[j] = from_f<Op>(v[j] * s);
+  const uint4* src = reinterpret_cast<const uint4*>(o);
+  uint4* d = reinterpret_cast<uint4*>(dst);
+#pragma unroll
+  for (int j = 0; j < static_cast<int>(sizeof(o) / 16); ++j) d[j] = src[j];
 }
 __device__ __forceinline__ float ld_in(const In& x, int64_t off) {
   return x.bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(x.p)[off]) : static_cast<const float*>(x.p)[off];
@@ -47,6 +76,15 @@ __device__ __forceinline__ void st_out(void* p, bool bf16, int64_t off, float x)
 template <typename Op, int D>
 __device__ __forceinline__ void load_rows(Op* dst, int ld, const In& x, int b, int t0, int h, int n, int d0,
                                           const float* scale) {
+  if (x.vec) {  // 8 elements a thread (d0 is a multiple of 8; ld keeps dst's rows 16-byte aligned)
+    for (int idx = threadIdx.x; idx < kL * D / 8; idx += kThreads) {
+      const int i = idx / (D / 8), d = (idx - i * (D / 8)) * 8;
+      float val[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      if (i < n) load8(x, row_of(x, b, t0 + i, h) + d0 + d, val);
+      store8(dst + i * ld + d, val, scale ? scale[i] : 1.f);
+    }
+    return;
+  }
   for (int idx = threadIdx.x; idx < kL * D; idx += kThreads) {
     const int i = idx / D, d = idx - i * D;
     float val = 0.f;
@@ -57,11 +95,15 @@ __device__ __forceinline__ void load_rows(Op* dst, int ld, const In& x, int b, i
 }
 
 // dst[i][d] = Op(src[i * lds + d]) for kL rows and D columns of an fp32 global tile.
+// src and lds keep its rows 16-byte aligned (the state pass's fp32 gradients), 8 elements a thread.
 template <typename Op, int D>
 __device__ __forceinline__ void load_f32(Op* dst, int ld, const float* __restrict__ src, int64_t lds) {
-  for (int idx = threadIdx.x; idx < kL * D; idx += kThreads) {
-    const int i = idx / D, d = idx - i * D;
-    dst[i * ld + d] = from_f<Op>(__ldg(src + i * lds + d));
+  for (int idx = threadIdx.x; idx < kL * D / 8; idx += kThreads) {
+    const int i = idx / (D / 8), d = (idx - i * (D / 8)) * 8;
+    const float4* f = reinterpret_cast<const float4*>(src + i * lds + d);
+    const float4 a = __ldg(f), c = __ldg(f + 1);
+    const float val[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+    store8(dst + i * ld + d, val, 1.f);
   }
 }
 

@@ -99,15 +99,28 @@ __global__ void __launch_bounds__(kThreads, Geo<Op>::kBf16 ? 2 : 1)
     P[idx] = from_f<Op>(i >= j ? Nf[i * ldLf + j] * d : 0.f);
   }
   Op *Qg = p.Qg + tile * kK, *Kl = p.Kl + tile * kK;
-  for (int idx = threadIdx.x; idx < kL * kK; idx += kThreads) {
-    const int i = idx / kK, d = idx - i * kK;
-    float qv = 0.f, kv = 0.f;
-    if (i < n) {
-      qv = ld_in(p.q, row_of(p.q, b, t0 + i, h) + d * p.q.sd);
-      kv = ld_in(p.k, row_of(p.k, b, t0 + i, h) + d * p.k.sd);
+  if (p.q.vec && p.k.vec) {  // 8 elements a thread
+    for (int idx = threadIdx.x; idx < kL * kK / 8; idx += kThreads) {
+      const int i = idx / (kK / 8), d = (idx - i * (kK / 8)) * 8;
+      float qv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, kv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      if (i < n) {
+        load8(p.q, row_of(p.q, b, t0 + i, h) + d, qv);
+        load8(p.k, row_of(p.k, b, t0 + i, h) + d, kv);
+      }
+      store8(Qg + i * kK + d, qv, rq[i] * gam[i]);
+      store8(Kl + i * kK + d, kv, rk[i] * lam[i]);
     }
-    Qg[idx] = from_f<Op>(qv * rq[i] * gam[i]);
-    Kl[idx] = from_f<Op>(kv * rk[i] * lam[i]);
+  } else {
+    for (int idx = threadIdx.x; idx < kL * kK; idx += kThreads) {
+      const int i = idx / kK, d = idx - i * kK;
+      float qv = 0.f, kv = 0.f;
+      if (i < n) {
+        qv = ld_in(p.q, row_of(p.q, b, t0 + i, h) + d * p.q.sd);
+        kv = ld_in(p.k, row_of(p.k, b, t0 + i, h) + d * p.k.sd);
+      }
+      Qg[idx] = from_f<Op>(qv * (rq[i] * gam[i]));
+      Kl[idx] = from_f<Op>(kv * (rk[i] * lam[i]));
+    }
   }
   if (threadIdx.x == 0) p.decay[bch] = gam[kL - 1];
   if (threadIdx.x < kL) wsc[threadIdx.x] *= rk[threadIdx.x];  // R_W's row scale now takes k^ = rk k

@@ -91,8 +91,9 @@ struct GatedDeltaFunction : public torch::autograd::Function<GatedDeltaFunction>
     auto c = cuda::gated_delta_prep_fwd(q, k, v, gf, bf, static_cast<at::ScalarType>(op) == torch::kBFloat16,
                                         qk_l2norm);
     auto out = cuda::gated_delta_state_fwd(c[0], c[1], c[2], c[3], c[4], c[5], f32c(h0));
-    // q, k, v, g, beta, T for the preparation; W, Qg, Kl, P, decay, U and the entering states for the state pass.
-    ctx->save_for_backward({q, k, v, gf, bf, c[6], c[0], c[2], c[3], c[4], c[5], out[3], out[2]});
+    // q, k, v, g, beta, T for the preparation; W, Qg, Kl, P, decay, U and the entering states (fp32 and operand
+    // copy) for the state pass.
+    ctx->save_for_backward({q, k, v, gf, bf, c[6], c[0], c[2], c[3], c[4], c[5], out[3], out[2], out[4]});
     save_options(ctx, g, beta, qk_l2norm);
     ctx->saved_data["h0_dtype"] = static_cast<int64_t>(h0.scalar_type());
     ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined: read as zero
@@ -107,7 +108,7 @@ struct GatedDeltaFunction : public torch::autograd::Function<GatedDeltaFunction>
                                  : torch::zeros({B, nc * kGatedDeltaChunk, H, V}, W.options());
     auto dS_T = grads[1].defined() ? f32c(grads[1]) : torch::zeros({B, H, K, V}, W.options().dtype(torch::kFloat));
     // {dW, dUt, dQg, dKl, dP, ddecay, dh0}, fp32
-    auto d = cuda::gated_delta_state_bwd(s[6], s[7], s[8], s[9], s[10], s[11], s[12], dO, dS_T);
+    auto d = cuda::gated_delta_state_bwd(s[6], s[7], s[8], s[9], s[10], s[11], s[12], s[13], dO, dS_T);
     auto r = prep_backward(ctx, s, {d[0], d[1], d[2], d[3], d[4], d[5]});
     r.push_back(d[6].to(static_cast<at::ScalarType>(ctx->saved_data["h0_dtype"].toInt())));
     r.push_back(torch::Tensor());
