@@ -1,9 +1,11 @@
-// Device pieces shared by the gated delta rule's state-pass kernels (gated_delta_fwd.cu, gated_delta_bwd.cu):
+// Device pieces shared by the gated delta rule's kernels (gated_delta_fwd.cu, gated_delta_bwd.cu, the preparation):
 // the tile geometry, block-wide matrix products on shared-memory tiles (one templated function: bf16 tensor-core
-// MMA through nvcuda::wmma with fp32 accumulation, or an fp32 CUDA-core product), tile copies and conversions.
+// MMA through nvcuda::wmma with fp32 accumulation, or an fp32 CUDA-core product), tile copies (plain and cp.async)
+// and conversions.
 //
-// Block: kThreads = 512 threads (16 warps), one block per (batch b, head h, V tile of VT columns); VT = 64 for
-// bf16 operands, 32 for fp32 operands (their tiles take twice the bytes). Chunk length L = 64, key dim K = 128.
+// Block: kThreads = 512 threads (16 warps); the state passes run one block per (batch b, head h, V tile of VT
+// columns), VT = 64 for bf16 operands, 32 for fp32 operands (their tiles take twice the bytes). Chunk length L = 64,
+// key dim K = 128.
 //
 // mm<T, M, N>(C, ldc, acc, cscale, terms...): C[M,N] = (acc ? cscale C : 0) + sum over terms of opA(t) opB(t),
 // where a term (Term) names A [M, kd] and B [kd, N] as shared-memory matrices, each either as stored (row-major
@@ -17,7 +19,6 @@
 //         (fp32 C: of 4), M, N, kd multiples of 16.
 //   fp32: thread (ty = tid / 16, tx = tid % 16) owns rows ty + 32 i and columns tx + 16 j (M a multiple of 32,
 //         N of 16); a plain FMA loop over kd reading both operands from shared memory.
-// mm_add<T, M, N>(C, ldc, scratch, terms...): the same products added into global C with atomics.
 // mm_out<T, M, N>(C, ldc, scratch, terms...): the products written to a C of the operand type T.
 #pragma once
 #include <ATen/cuda/CUDAContext.h>
@@ -30,7 +31,6 @@
 
 #include "cuda/common/cp_async.cuh"
 #include "cuda/common/reduce.cuh"
-#include "cuda/common/tile_atomic.cuh"
 
 namespace elman::cuda::gdn {
 
@@ -113,15 +113,14 @@ __device__ __forceinline__ void store_tile_bf16(__nv_bfloat16* C, int64_t ld, co
   __syncwarp();  // the scratch is free for the warp's next tile
 }
 
-// kAdd: the products are added into global C with atomics (acc and cscale unused; bf16 through `scratch`, 256
-// floats of shared memory per warp); else C is written (or accumulated) as described above, and a bf16 C (OutT)
-// receives the products rounded to bf16 through `scratch` (acc unused).
-template <typename T, int M, int N, bool kAdd, typename OutT, class... Terms>
+// C is written (or accumulated) as described above; a bf16 C (OutT) receives the products rounded to bf16 through
+// `scratch`, 256 floats of shared memory per warp (acc unused).
+template <typename T, int M, int N, typename OutT, class... Terms>
 __device__ __forceinline__ void mm_impl(OutT* C, int ldc, bool acc, float cscale, float* scratch,
                                         const Terms&... terms) {
   static_assert(M % 32 == 0 && N % 16 == 0, "mm: M must be a multiple of 32 and N of 16");
   constexpr bool kRound = !std::is_same<OutT, float>::value;
-  static_assert(!kRound || (std::is_same<T, __nv_bfloat16>::value && !kAdd), "mm: a bf16 C takes bf16 products");
+  static_assert(!kRound || std::is_same<T, __nv_bfloat16>::value, "mm: a bf16 C takes bf16 products");
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
     constexpr int TN = N / 16, tiles = (M / 16) * TN;
     const int warp = threadIdx.x >> 5;
@@ -129,7 +128,7 @@ __device__ __forceinline__ void mm_impl(OutT* C, int ldc, bool acc, float cscale
       const int m0 = (tile / TN) * 16, n0 = (tile % TN) * 16;
       AccFrag c;
       wm::fill_fragment(c, 0.f);
-      if constexpr (!kAdd && !kRound) {
+      if constexpr (!kRound) {
         if (acc) {
           wm::load_matrix_sync(c, C + m0 * ldc + n0, ldc, wm::mem_row_major);
 #pragma unroll
@@ -137,8 +136,7 @@ __device__ __forceinline__ void mm_impl(OutT* C, int ldc, bool acc, float cscale
         }
       }
       (mma_term(c, terms, m0, n0), ...);
-      if constexpr (kAdd) atomic_add_tile(C + m0 * ldc + n0, ldc, c, scratch + 256 * warp);
-      else if constexpr (kRound) store_tile_bf16(C + m0 * ldc + n0, ldc, c, scratch + 256 * warp);
+      if constexpr (kRound) store_tile_bf16(C + m0 * ldc + n0, ldc, c, scratch + 256 * warp);
       else wm::store_matrix_sync(C + m0 * ldc + n0, c, ldc, wm::mem_row_major);
     }
   } else if constexpr (!kRound) {
@@ -148,7 +146,7 @@ __device__ __forceinline__ void mm_impl(OutT* C, int ldc, bool acc, float cscale
 #pragma unroll
     for (int i = 0; i < RI; ++i)
 #pragma unroll
-      for (int j = 0; j < CJ; ++j) s[i][j] = !kAdd && acc ? cscale * C[(ty + 32 * i) * ldc + tx + 16 * j] : 0.f;
+      for (int j = 0; j < CJ; ++j) s[i][j] = acc ? cscale * C[(ty + 32 * i) * ldc + tx + 16 * j] : 0.f;
     auto one = [&](const Term<float>& t) {
       // Element (r, k) of opA and (k, c) of opB as strides: opA(r, k) = a[r * ar + k * ak].
       const int ar = t.ta ? 1 : t.lda, ak = t.ta ? t.lda : 1;
@@ -169,30 +167,20 @@ __device__ __forceinline__ void mm_impl(OutT* C, int ldc, bool acc, float cscale
 #pragma unroll
     for (int i = 0; i < RI; ++i)
 #pragma unroll
-      for (int j = 0; j < CJ; ++j) {
-        float* out = C + (ty + 32 * i) * ldc + tx + 16 * j;
-        if constexpr (kAdd) atomicAdd(out, s[i][j]);
-        else *out = s[i][j];
-      }
+      for (int j = 0; j < CJ; ++j) C[(ty + 32 * i) * ldc + tx + 16 * j] = s[i][j];
   }
 }
 
 template <typename T, int M, int N, class... Terms>
 __device__ __forceinline__ void mm(float* C, int ldc, bool acc, float cscale, const Terms&... terms) {
-  mm_impl<T, M, N, false, float>(C, ldc, acc, cscale, nullptr, terms...);
-}
-
-// C[M,N] (global fp32, zeroed by the host) += the products, with atomics: for sums over blocks.
-template <typename T, int M, int N, class... Terms>
-__device__ __forceinline__ void mm_add(float* C, int ldc, float* scratch, const Terms&... terms) {
-  mm_impl<T, M, N, true, float>(C, ldc, false, 0.f, scratch, terms...);
+  mm_impl<T, M, N, float>(C, ldc, acc, cscale, nullptr, terms...);
 }
 
 // C[M,N] (T, global or shared) = the products, in the operand type: bf16 rounded through `scratch` (256 floats of
 // shared memory per warp), fp32 written as mm does.
 template <typename T, int M, int N, class... Terms>
 __device__ __forceinline__ void mm_out(T* C, int ldc, float* scratch, const Terms&... terms) {
-  mm_impl<T, M, N, false, T>(C, ldc, false, 0.f, scratch, terms...);
+  mm_impl<T, M, N, T>(C, ldc, false, 0.f, scratch, terms...);
 }
 
 // dst[r][c] = src[r][c] for r < rows, c < cols (dst leading dim ldd, src lds, both in elements of T), in
