@@ -183,38 +183,38 @@ __device__ __forceinline__ void mm_out(T* C, int ldc, float* scratch, const Term
   mm_impl<T, M, N, T>(C, ldc, false, 0.f, scratch, terms...);
 }
 
+// f(r, c) for every 16-byte piece of a rows x cols tile of T (c a multiple of 16 / sizeof(T)), over the block.
+template <typename T, class F>
+__device__ __forceinline__ void for_pieces(int rows, int cols, F f) {
+  constexpr int E = 16 / sizeof(T);
+  const int per_row = cols / E, total = rows * per_row;
+  for (int i = threadIdx.x; i < total; i += kThreads) {
+    const int r = i / per_row;
+    f(r, (i - r * per_row) * E);
+  }
+}
+
 // dst[r][c] = src[r][c] for r < rows, c < cols (dst leading dim ldd, src lds, both in elements of T), in
 // 16-byte pieces: cols * sizeof(T), ldd * sizeof(T), lds * sizeof(T) and both pointers 16-byte aligned.
 template <typename T>
 __device__ __forceinline__ void copy_tile(T* dst, int ldd, const T* __restrict__ src, int64_t lds, int rows, int cols) {
-  constexpr int E = 16 / sizeof(T);
-  const int per_row = cols / E, total = rows * per_row;
-  for (int i = threadIdx.x; i < total; i += kThreads) {
-    const int r = i / per_row, c = (i - r * per_row) * E;
+  for_pieces<T>(rows, cols, [&](int r, int c) {
     *reinterpret_cast<uint4*>(dst + r * ldd + c) = __ldg(reinterpret_cast<const uint4*>(src + r * lds + c));
-  }
+  });
 }
 
 // copy_tile by cp.async: the caller commits the group, waits for it and puts a barrier before reading dst.
 template <typename T>
 __device__ __forceinline__ void copy_tile_async(T* dst, int ldd, const T* src, int64_t lds, int rows, int cols) {
-  constexpr int E = 16 / sizeof(T);
-  const int per_row = cols / E, total = rows * per_row;
-  for (int i = threadIdx.x; i < total; i += kThreads) {
-    const int r = i / per_row, c = (i - r * per_row) * E;
-    cp_async(dst + r * ldd + c, src + r * lds + c, true);
-  }
+  for_pieces<T>(rows, cols, [&](int r, int c) { cp_async(dst + r * ldd + c, src + r * lds + c, true); });
 }
 
 // dst[r][c] = src[r][c] from shared to global memory, in 16-byte pieces (the alignment rules of copy_tile).
 template <typename T>
 __device__ __forceinline__ void store_tile(T* dst, int64_t ldd, const T* src, int lds, int rows, int cols) {
-  constexpr int E = 16 / sizeof(T);
-  const int per_row = cols / E, total = rows * per_row;
-  for (int i = threadIdx.x; i < total; i += kThreads) {
-    const int r = i / per_row, c = (i - r * per_row) * E;
+  for_pieces<T>(rows, cols, [&](int r, int c) {
     *reinterpret_cast<uint4*>(dst + r * ldd + c) = *reinterpret_cast<const uint4*>(src + r * lds + c);
-  }
+  });
 }
 
 // dst[0..3] = x in the operand type, one 8-byte (bf16) or 16-byte (fp32) shared-memory store: dst aligned to it.
@@ -236,12 +236,10 @@ __device__ __forceinline__ void store4(T* dst, float4 x) {
 template <typename T>
 __device__ __forceinline__ void load_op(T* dst, int ldd, const float* __restrict__ src, int64_t lds, int rows,
                                         int cols, float scale) {
-  const int per_row = cols / 4, total = rows * per_row;
-  for (int i = threadIdx.x; i < total; i += kThreads) {
-    const int r = i / per_row, c = (i - r * per_row) * 4;
+  for_pieces<float>(rows, cols, [&](int r, int c) {
     const float4 x = __ldg(reinterpret_cast<const float4*>(src + r * lds + c));
     store4(dst + r * ldd + c, make_float4(scale * x.x, scale * x.y, scale * x.z, scale * x.w));
-  }
+  });
 }
 
 // dst[r][c] = src[r][c] (fp32 shared) as T, rows x cols.
