@@ -16,6 +16,7 @@
 
 #include "cuda/adamw/adamw.h"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/vec.cuh"
 
 namespace elman::cuda {
 namespace {
@@ -73,19 +74,12 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const Lists L, const Hy
   if (L.vec[t]) {
     const int64_t vend = begin + ((end - begin) / 4) * 4;
     for (int64_t i = begin + 4 * threadIdx.x; i < vend; i += 4 * kThreads) {
-      float4 p = *reinterpret_cast<const float4*>(P + i), m = *reinterpret_cast<const float4*>(M + i);
-      float4 v = *reinterpret_cast<const float4*>(Vv + i);
-      const float4 g = __ldg(reinterpret_cast<const float4*>(G + i));
-      update(p.x, g.x, m.x, v.x, c), update(p.y, g.y, m.y, v.y, c);
-      update(p.z, g.z, m.z, v.z, c), update(p.w, g.w, m.w, v.w, c);
-      *reinterpret_cast<float4*>(P + i) = p, *reinterpret_cast<float4*>(M + i) = m;
-      *reinterpret_cast<float4*>(Vv + i) = v;
-      if (low) {
-        const __nv_bfloat162 lo = __floats2bfloat162_rn(p.x, p.y), hi = __floats2bfloat162_rn(p.z, p.w);
-        uint2 u;
-        u.x = *reinterpret_cast<const unsigned*>(&lo), u.y = *reinterpret_cast<const unsigned*>(&hi);
-        *reinterpret_cast<uint2*>(low + i) = u;
-      }
+      float p[4], g[4], m[4], v[4];
+      load<4>(P + i, p), load<4>(G + i, g), load<4>(M + i, m), load<4>(Vv + i, v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) update(p[j], g[j], m[j], v[j], c);
+      store<4>(P + i, p), store<4>(M + i, m), store<4>(Vv + i, v);
+      if (low) store<4>(low + i, p);
     }
     for (int64_t i = vend + threadIdx.x; i < end; i += kThreads) {  // the tensor's last n % 4 elements
       const float q = update(P[i], G[i], M[i], Vv[i], c);
@@ -98,8 +92,6 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const Lists L, const Hy
     }
   }
 }
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
@@ -151,7 +143,7 @@ void adamw_step(const std::vector<at::Tensor>& params, const std::vector<at::Ten
     L.low[k] = has_low ? reinterpret_cast<__nv_bfloat16*>(low[i].data_ptr()) : nullptr;
     L.step[k] = one(steps[i], "step");
     L.n[k] = p.numel();
-    L.vec[k] = aligned16(L.p[k]) && aligned16(L.g[k]) && aligned16(L.m[k]) && aligned16(L.v[k]) &&
+    L.vec[k] = aligned16({L.p[k], L.g[k], L.m[k], L.v[k]}) &&
                (!has_low || reinterpret_cast<uintptr_t>(L.low[k]) % 8 == 0);
     L.first[k + 1] = L.first[k] + static_cast<int>(blocks);
   }

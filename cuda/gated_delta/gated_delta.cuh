@@ -31,6 +31,7 @@
 
 #include "cuda/common/cp_async.cuh"
 #include "cuda/common/reduce.cuh"
+#include "cuda/common/vec.cuh"
 
 namespace elman::cuda::gdn {
 
@@ -217,28 +218,15 @@ __device__ __forceinline__ void store_tile(T* dst, int64_t ldd, const T* src, in
   });
 }
 
-// dst[0..3] = x in the operand type, one 8-byte (bf16) or 16-byte (fp32) shared-memory store: dst aligned to it.
-template <typename T>
-__device__ __forceinline__ void store4(T* dst, float4 x) {
-  if constexpr (std::is_same<T, float>::value) {
-    *reinterpret_cast<float4*>(dst) = x;
-  } else {
-    const __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
-    uint2 u;
-    u.x = *reinterpret_cast<const unsigned*>(&lo);
-    u.y = *reinterpret_cast<const unsigned*>(&hi);
-    *reinterpret_cast<uint2*>(dst) = u;
-  }
-}
-
 // dst[r][c] = scale src[r][c]: an fp32 global tile (rows 16-byte aligned, cols a multiple of 4) staged in shared
 // memory in the operand type T (rows of dst 16-byte aligned).
 template <typename T>
 __device__ __forceinline__ void load_op(T* dst, int ldd, const float* __restrict__ src, int64_t lds, int rows,
                                         int cols, float scale) {
   for_pieces<float>(rows, cols, [&](int r, int c) {
-    const float4 x = __ldg(reinterpret_cast<const float4*>(src + r * lds + c));
-    store4(dst + r * ldd + c, make_float4(scale * x.x, scale * x.y, scale * x.z, scale * x.w));
+    const float4 v = __ldg(reinterpret_cast<const float4*>(src + r * lds + c));
+    const float x[4] = {scale * v.x, scale * v.y, scale * v.z, scale * v.w};
+    store<4>(dst + r * ldd + c, x);
   });
 }
 

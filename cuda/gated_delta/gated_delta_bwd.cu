@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_bwd_kernel(cons
   };
 
   if (S == 2) issue(p.nc - 1);
-  for (int i = threadIdx.x; i < kK * VT; i += kThreads) {
+  for (int i = threadIdx.x; i < kK * VT; i += kThreads) {  // dS_T is the caller's: any alignment
     const int r = i / VT, c = i - r * VT;
     dSf[r * ldF + c] = p.dS_T[sbase + r * V + c];
     if constexpr (G::kBf16) dSop[r * ldS + c] = from_f<T>(dSf[r * ldF + c]);
@@ -114,9 +114,12 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_bwd_kernel(cons
     float* dut = p.dUt + bch(c) * kL * V + col0;
     for (int i = threadIdx.x; i < kL * VT / 4; i += kThreads) {
       const int r = i / (VT / 4), cc = (i - r * (VT / 4)) * 4;
-      const float4 x = *reinterpret_cast<const float4*>(f1 + r * ldF + cc);
-      *reinterpret_cast<float4*>(dut + r * V + cc) = x;
-      store4(dUn + r * ldV + cc, make_float4(-x.x, -x.y, -x.z, -x.w));
+      float x[4];
+      load<4>(f1 + r * ldF + cc, x);
+      store<4>(dut + r * V + cc, x);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) x[j] = -x[j];
+      store<4>(dUn + r * ldV + cc, x);
     }
     __syncthreads();  // fp32: dSop is dSf, read above and rewritten below
     mm<T, kK, VT>(dSf, ldF, true, p.decay[bch(c)], term<T>(Qs, ldK, true, dOs, ldV, false, kL),
@@ -127,10 +130,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_bwd_kernel(cons
       __syncthreads();
     }
   }
-  for (int i = threadIdx.x; i < kK * VT; i += kThreads) {
-    const int r = i / VT, c = i - r * VT;
-    p.dh0[sbase + r * V + c] = dSf[r * ldF + c];
-  }
+  store_tile(p.dh0 + sbase, V, dSf, ldF, kK, VT);
 }
 
 template <typename T>
@@ -189,7 +189,8 @@ __global__ void __launch_bounds__(kThreads, 2) gated_delta_share_bwd_kernel(cons
         const float4 d = __ldg(reinterpret_cast<const float4*>(p.dstates + soff + r * V + col0 + cc));
         const float4 s = __ldg(reinterpret_cast<const float4*>(p.states + soff + r * V + col0 + cc));
         part += s.x * d.x + s.y * d.y + s.z * d.z + s.w * d.w;
-        store4(Xs + r * ldV + cc, d);
+        const float x[4] = {d.x, d.y, d.z, d.w};
+        store<4>(Xs + r * ldV + cc, x);
       }
     }
     __syncthreads();

@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_fwd_kernel(cons
   };
 
   issue(0);
-  for (int i = threadIdx.x; i < kK * VT; i += kThreads) {
+  for (int i = threadIdx.x; i < kK * VT; i += kThreads) {  // h0 is the caller's: any alignment
     const int r = i / VT, c = i - r * VT;
     Sf[r * ldF + c] = p.h0[sbase + r * V + c];
     if constexpr (G::kBf16) Sop[r * ldS + c] = from_f<T>(Sf[r * ldF + c]);
@@ -118,10 +118,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_state_fwd_kernel(cons
       __syncthreads();
     }
   }
-  for (int i = threadIdx.x; i < kK * VT; i += kThreads) {
-    const int r = i / VT, c = i - r * VT;
-    p.S_T[sbase + r * V + c] = Sf[r * ldF + c];
-  }
+  store_tile(p.S_T + sbase, V, Sf, ldF, kK, VT);
 }
 
 template <typename T>

@@ -94,19 +94,6 @@ __device__ __forceinline__ void load_rows(Op* dst, int ld, const In& x, int b, i
   }
 }
 
-// dst[i][d] = Op(src[i * lds + d]) for kL rows and D columns of an fp32 global tile.
-// src and lds keep its rows 16-byte aligned (the state pass's fp32 gradients), 8 elements a thread.
-template <typename Op, int D>
-__device__ __forceinline__ void load_f32(Op* dst, int ld, const float* __restrict__ src, int64_t lds) {
-  for (int idx = threadIdx.x; idx < kL * D / 8; idx += kThreads) {
-    const int i = idx / (D / 8), d = (idx - i * (D / 8)) * 8;
-    const float4* f = reinterpret_cast<const float4*>(src + i * lds + d);
-    const float4 a = __ldg(f), c = __ldg(f + 1);
-    const float val[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
-    store8(dst + i * ld + d, val, 1.f);
-  }
-}
-
 // GatedDeltaNet's L2 norms of q and k, fused (qk_l2norm): q^ = c_q q / sqrt(sum_d q_d^2 + kL2Eps) with c_q = 1/sqrt(K)
 // (q is also scaled), k^ = k / sqrt(sum_d k_d^2 + kL2Eps).
 constexpr float kL2Eps = 1e-6f;

@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_bwd_kernel(const
   chunk_decays(p.g, p.beta, (static_cast<int64_t>(b) * p.steps + t0) * p.H + h, p.H, n, gs, bs, gam, wsc, lam, D);
   copy_tile(Ts, ldL, p.Tm + tile * kL, kL, kL, kL);
   load_rows<Op, kK>(Ks, ldK, p.k, b, t0, h, n, 0, rk);
-  load_f32<Op, kK>(Xk, ldK, p.dW + tile * kK, kK);
+  load_op(Xk, ldK, p.dW + tile * kK, kK, kL, kK, 1.f);
   __syncthreads();
 
   // 1. dR_W = T^T dW; k . dR_W gives dbeta and dG; Fk starts dk with beta exp(G) dR_W; E = (dR_W K^T) diag(beta exp(G)).
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_prep_bwd_kernel(const
   Op* Xv = reinterpret_cast<Op*>(s0);
   Op* Rv = reinterpret_cast<Op*>(s1);
   for (int v0 = 0; v0 < p.V; v0 += kVT) {
-    load_f32<Op, kVT>(Xv, ldL, p.dUt + tile * p.V + v0, p.V);
+    load_op(Xv, ldL, p.dUt + tile * p.V + v0, p.V, kL, kVT, 1.f);
     load_rows<Op, kVT>(Rv, ldL, p.v, b, t0, h, n, v0, bs);
     __syncthreads();
     mm<Op, kL, kVT>(s2, ldLf, false, 0.f, term<Op>(Ts, ldL, true, Xv, ldL, false, kL));

@@ -14,7 +14,7 @@
  * operands rounded to bf16; fp32: CUDA-core FMAs, as LibTorch's fp32 matmuls without TF32).
  *
  * Shared memory (byte offsets in PrepFwdSmem; fp32 [L,L] tiles have leading dim ldLf = 68):
- *   vec  g, beta, exp(G), beta exp(G), exp(seg[L-1][.]), rq, rk   7 x 64 fp32
+ *   vec  g, beta, exp(G), beta exp(G), exp(seg[L-1][.]), rq, rk, Qg's and Kl's row scales   9 x 64 fp32
  *   D    [L,L]  fp32   the decay mask
  *   K    [L,K]  Op     K of the chunk (padded rows zero)
  *   Q    [L,K]  Op     Q, then R_W = diag(beta exp(G)) K
@@ -50,7 +50,7 @@ template <typename Op>
 struct PrepFwdSmem {
   using G = Geo<Op>;
   static constexpr size_t vec = 0;
-  static constexpr size_t D = carve(vec, sizeof(float) * 7 * kL);
+  static constexpr size_t D = carve(vec, sizeof(float) * 9 * kL);
   static constexpr size_t K = carve(D, sizeof(float) * kL * ldLf);
   static constexpr size_t Q = carve(K, sizeof(Op) * kL * G::ldK);
   static constexpr size_t M = carve(Q, sizeof(Op) * kL * G::ldK);
@@ -70,6 +70,7 @@ __global__ void __launch_bounds__(kThreads, Geo<Op>::kBf16 ? 2 : 1)
   extern __shared__ __align__(128) unsigned char smem[];
   float* gs = reinterpret_cast<float*>(smem + Sm::vec);
   float *bs = gs + kL, *gam = bs + kL, *wsc = gam + kL, *lam = wsc + kL, *rq = lam + kL, *rk = rq + kL;
+  float *qsc = rk + kL, *ksc = qsc + kL;  // Qg = diag(qsc) q, Kl = diag(ksc) k
   float* D = reinterpret_cast<float*>(smem + Sm::D);
   Op* Ks = reinterpret_cast<Op*>(smem + Sm::K);
   Op* Qs = reinterpret_cast<Op*>(smem + Sm::Q);
@@ -87,6 +88,10 @@ __global__ void __launch_bounds__(kThreads, Geo<Op>::kBf16 ? 2 : 1)
   load_rows<Op, kK>(Ks, ldK, p.k, b, t0, h, n, 0, rk);
   load_rows<Op, kK>(Qs, ldK, p.q, b, t0, h, n, 0, rq);
   __syncthreads();
+  if (threadIdx.x < kL) {  // read after the products' barrier
+    qsc[threadIdx.x] = rq[threadIdx.x] * gam[threadIdx.x];
+    ksc[threadIdx.x] = rk[threadIdx.x] * lam[threadIdx.x];
+  }
   mm<Op, kL, kL>(Mf, ldLf, false, 0.f, term<Op>(Ks, ldK, false, Ks, ldK, true, kK));  // K K^T
   mm<Op, kL, kL>(Nf, ldLf, false, 0.f, term<Op>(Qs, ldK, false, Ks, ldK, true, kK));  // Q K^T
   __syncthreads();
@@ -98,30 +103,8 @@ __global__ void __launch_bounds__(kThreads, Geo<Op>::kBf16 ? 2 : 1)
     Mf[i * ldLf + j] = i > j ? Mf[i * ldLf + j] * d * bs[i] : 0.f;  // A
     P[idx] = from_f<Op>(i >= j ? Nf[i * ldLf + j] * d : 0.f);
   }
-  Op *Qg = p.Qg + tile * kK, *Kl = p.Kl + tile * kK;
-  if (p.q.vec && p.k.vec) {  // 8 elements a thread
-    for (int idx = threadIdx.x; idx < kL * kK / 8; idx += kThreads) {
-      const int i = idx / (kK / 8), d = (idx - i * (kK / 8)) * 8;
-      float qv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, kv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-      if (i < n) {
-        load8(p.q, row_of(p.q, b, t0 + i, h) + d, qv);
-        load8(p.k, row_of(p.k, b, t0 + i, h) + d, kv);
-      }
-      store8(Qg + i * kK + d, qv, rq[i] * gam[i]);
-      store8(Kl + i * kK + d, kv, rk[i] * lam[i]);
-    }
-  } else {
-    for (int idx = threadIdx.x; idx < kL * kK; idx += kThreads) {
-      const int i = idx / kK, d = idx - i * kK;
-      float qv = 0.f, kv = 0.f;
-      if (i < n) {
-        qv = ld_in(p.q, row_of(p.q, b, t0 + i, h) + d * p.q.sd);
-        kv = ld_in(p.k, row_of(p.k, b, t0 + i, h) + d * p.k.sd);
-      }
-      Qg[idx] = from_f<Op>(qv * (rq[i] * gam[i]));
-      Kl[idx] = from_f<Op>(kv * (rk[i] * lam[i]));
-    }
-  }
+  load_rows<Op, kK>(p.Qg + tile * kK, kK, p.q, b, t0, h, n, 0, qsc);  // exp(G) q^
+  load_rows<Op, kK>(p.Kl + tile * kK, kK, p.k, b, t0, h, n, 0, ksc);  // exp(seg[L-1]) k^
   if (threadIdx.x == 0) p.decay[bch] = gam[kL - 1];
   if (threadIdx.x < kL) wsc[threadIdx.x] *= rk[threadIdx.x];  // R_W's row scale now takes k^ = rk k
   __syncthreads();
